@@ -1,0 +1,108 @@
+"""The `facevid` command line: one thin function per subcommand (Typer).
+
+Each command parses, calls one library function, prints, and exits. Errors from the
+library (FacevidError) and from the command line become one line on stderr and exit 1
+(2 for usage errors); there are no tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from facevid import __version__
+from facevid.errors import FacevidError
+
+EXAMPLES = """
+Examples:
+
+  facevid track talk.mp4 -o tracked.mp4 --crops crops.mp4
+
+  facevid track talk.mp4 -o tracked.mp4 --json > track.json
+"""
+
+app = typer.Typer(name="facevid", help="Edit and generate talking-face video." + EXAMPLES,
+                  add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _version(value: bool):
+    if value:
+        print(f"facevid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Edit and generate talking-face video."""
+
+
+def _fail(message: str, code: int = 1):
+    print(f"facevid: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _friendly(command):
+    """Run a command; library errors become one line and exit 1, Ctrl-C exits 130."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except FacevidError as error:
+            _fail(str(error))
+        except KeyboardInterrupt:
+            _fail("interrupted (no output was written)", 130)
+    return run
+
+
+@app.command(epilog="Example: facevid track talk.mp4 -o tracked.mp4 --crops crops.mp4 --json > track.json")
+@_friendly
+def track(
+    video: Path = typer.Argument(..., help="Input video (or image)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Video with the tracked face drawn."),
+    crops: Optional[Path] = typer.Option(None, "--crops", help="Also write the aligned crop stream here."),
+    aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    face: int = typer.Option(1, "--face", help="Which face to follow: 1 = largest, 2 = second largest, ..."),
+    size: int = typer.Option(256, "--size", help="Crop side in pixels."),
+    margin: float = typer.Option(0.5, "--margin", help="Space around the face in the crop (fraction)."),
+    detect_every: int = typer.Option(1, "--detect-every", help="Run the detector every K frames, track between."),
+    no_smooth: bool = typer.Option(False, "--no-smooth", help="Do not smooth the crop transform."),
+    codec: str = typer.Option("libx264", "--codec", help="Video codec: libx264, libx265, libvpx-vp9, libsvtav1."),
+    crf: int = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary with per-frame records."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Find and follow the face; draw the track, optionally write the aligned crops."""
+    from facevid.pipeline import JsonFrames, track as run_track
+
+    records = JsonFrames() if as_json else None
+    summary = run_track(video, output, crops=crops, aligner=aligner, face=face, size=size, margin=margin,
+                        detect_every=detect_every, smooth=not no_smooth, codec=codec, crf=crf, force=force,
+                        progress=not quiet, on_frame=records)
+    if records is not None:
+        records.dump(summary.to_json(), sys.stdout)
+    elif not quiet:
+        print(f"{summary.frames} frames ({summary.frames_without_face} without a face) at "
+              f"{summary.fps:.1f} fps -> {summary.output}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors become one line too (exit 2)."""
+    try:
+        code = app(args=argv, prog_name="facevid", standalone_mode=False)
+    except typer.TyperException as error:  # click usage errors (unknown option, bad value)
+        if type(error).__name__ == "NoArgsIsHelpError":  # bare `facevid`: show the help
+            print(error.format_message())
+            sys.exit(2)
+        print(f"facevid: error: {error.format_message()} (see 'facevid --help')", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 2) or 2)
+    except typer.Abort:
+        print("facevid: error: aborted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

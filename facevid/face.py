@@ -1,0 +1,275 @@
+"""Face detection, landmarks, causal track smoothing, aligned crops and paste-back.
+
+The crop geometry follows dlib's 5-point face chip (the mean-face template of
+`get_face_chip_details`), the smoothing is a One-Euro filter (Casiez et al., CHI 2012)
+run causally on the similarity transform, and paste-back is LivePortrait-style:
+inverse warp, feathered mask, optional colour matching.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facevid.crop import (CropSpec, align_transform, box_from_landmarks, iou, params_to_transform,
+                          transform_to_params)
+from facevid.errors import BackendUnavailableError, ConfigError
+
+# The 68-point (iBUG) indices that correspond to the 5 template points.
+FIVE_FROM_68 = (45, 42, 36, 39, 33)
+ALIGNERS = ("auto", "dlib", "face-alignment")
+
+
+@dataclass
+class Detection:
+    """One face in one frame: detector box (x0, y0, x1, y1), score, 5 landmarks."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray            # (5, 2) float, template order
+    landmarks68: np.ndarray | None = None
+
+
+# --------------------------------------------------------------------------- backends
+
+class DlibBackend:
+    """Offline default: dlib HOG detector + 5-point shape predictor (CC0 models)."""
+
+    name = "dlib"
+
+    def __init__(self, detect_max_side: int = 640):
+        import dlib
+        import face_recognition_models
+
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+        self._dlib = dlib
+        self.detect_max_side = detect_max_side
+
+    def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """Boxes (x0, y0, x1, y1) in frame pixels with detector scores, largest first."""
+        h, w = image.shape[:2]
+        scale = min(1.0, self.detect_max_side / max(h, w))
+        small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)),
+                                                      interpolation=cv2.INTER_AREA)
+        rects, scores, _ = self._detector.run(small, 0, 0.0)
+        if not rects and max(small.shape[:2]) <= 400:  # small frames: look for small faces too
+            rects, scores, _ = self._detector.run(small, 1, 0.0)
+        found = [(np.array([r.left(), r.top(), r.right(), r.bottom()], float) / scale, float(s))
+                 for r, s in zip(rects, scores)]
+        return sorted(found, key=lambda d: -(d[0][2] - d[0][0]) * (d[0][3] - d[0][1]))
+
+    def landmarks(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, None]:
+        rect = self._dlib.rectangle(*[int(round(v)) for v in box])
+        shape = self._predictor(image, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64), None
+
+
+def face_alignment_weights() -> list[Path]:
+    """Where face-alignment keeps its weights (it downloads them on first use)."""
+    torch_home = Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"))
+    folder = torch_home.expanduser() / "hub" / "checkpoints"
+    return [folder / "2DFAN4-11f355bf06.pth.tar", folder / "s3fd-619a316812.pth"]
+
+
+def face_alignment_available() -> str | None:
+    """None when the face-alignment backend can run offline, else the reason it cannot."""
+    try:
+        import face_alignment  # noqa: F401
+    except ImportError:
+        return "the face-alignment package is not installed (pip install face-alignment)"
+    missing = [str(p) for p in face_alignment_weights() if not p.exists()]
+    if missing:
+        return f"face-alignment weights are missing ({', '.join(missing)})"
+    return None
+
+
+class FaceAlignmentBackend(DlibBackend):
+    """68-point 2D-FAN landmarks (face-alignment) on boxes from dlib's HOG detector."""
+
+    name = "face-alignment"
+
+    def __init__(self, detect_max_side: int = 640, device: str = "cpu"):
+        reason = face_alignment_available()
+        if reason:
+            raise BackendUnavailableError(f"aligner 'face-alignment' is unavailable: {reason}")
+        super().__init__(detect_max_side)
+        import face_alignment
+
+        self._fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device=device,
+                                                flip_input=False)
+
+    def landmarks(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = self._fa.get_landmarks_from_image(image, detected_faces=[list(box)])
+        if not found:
+            return super().landmarks(image, box)
+        pts68 = np.asarray(found[0], dtype=np.float64)[:, :2]
+        five = pts68[list(FIVE_FROM_68)]
+        five[4] = pts68[33]
+        return five, pts68
+
+
+def make_backend(aligner: str = "auto", device: str = "cpu"):
+    """The face backend for `--aligner auto|dlib|face-alignment`."""
+    if aligner not in ALIGNERS:
+        raise ConfigError(f"unknown aligner '{aligner}' (choose from {', '.join(ALIGNERS)})")
+    if aligner == "dlib" or (aligner == "auto" and face_alignment_available()):
+        return DlibBackend()
+    return FaceAlignmentBackend(device=device)
+
+
+# --------------------------------------------------------------------------- smoothing
+
+class OneEuroFilter:
+    """Causal One-Euro filter over a vector: low lag when moving, no jitter when still."""
+
+    def __init__(self, min_cutoff: np.ndarray, beta: np.ndarray, d_cutoff: float = 1.0):
+        self.min_cutoff, self.beta, self.d_cutoff = np.asarray(min_cutoff), np.asarray(beta), d_cutoff
+        self.value: np.ndarray | None = None
+        self.deriv: np.ndarray | None = None
+        self.time: float | None = None
+
+    @staticmethod
+    def _alpha(cutoff, dt):
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def reset(self) -> None:
+        self.value = self.deriv = self.time = None
+
+    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+        if self.value is None:
+            self.value, self.deriv, self.time = x.copy(), np.zeros_like(x), t
+            return x.copy()
+        dt = max(t - self.time, 1e-3)
+        deriv = (x - self.value) / dt
+        self.deriv = self.deriv + self._alpha(self.d_cutoff, dt) * (deriv - self.deriv)
+        cutoff = self.min_cutoff + self.beta * np.abs(self.deriv)
+        self.value = self.value + self._alpha(cutoff, dt) * (x - self.value)
+        self.time = t
+        return self.value.copy()
+
+
+@dataclass
+class TransformSmoother:
+    """One-Euro smoothing of a frame→crop similarity in (centre, log side, angle) space.
+
+    Centre is measured in units of the face size so one setting fits any resolution."""
+
+    size: int
+    min_cutoff: float = 0.6   # Hz: lower = steadier when still
+    beta: float = 4.0         # higher = less lag when moving fast
+    _filter: OneEuroFilter | None = field(default=None, repr=False)
+    _unit: float = 1.0
+
+    def reset(self) -> None:
+        self._filter = None
+
+    def __call__(self, matrix: np.ndarray, t: float) -> np.ndarray:
+        params = transform_to_params(matrix, self.size)
+        if self._filter is None:
+            self._unit = math.exp(params[2])
+            self._filter = OneEuroFilter(np.full(4, self.min_cutoff), np.full(4, self.beta))
+        else:  # keep the angle continuous across ±π
+            prev = self._filter.value[3]
+            params[3] = prev + (params[3] - prev + math.pi) % (2 * math.pi) - math.pi
+        scaled = params / np.array([self._unit, self._unit, 1.0, 1.0])
+        smooth = self._filter(scaled, t) * np.array([self._unit, self._unit, 1.0, 1.0])
+        return params_to_transform(smooth, self.size)
+
+
+# --------------------------------------------------------------------------- tracking
+
+@dataclass
+class TrackedFace:
+    """The followed face in one frame (`found` False: no face, frame passes through)."""
+
+    index: int
+    time: float
+    found: bool
+    detected: bool = False            # the detector ran on this frame (else landmark tracking)
+    faces_seen: int | None = None     # faces the detector found (None where it did not run)
+    box: np.ndarray | None = None
+    score: float | None = None
+    landmarks: np.ndarray | None = None    # raw (5, 2)
+    landmarks68: np.ndarray | None = None
+    transform: np.ndarray | None = None    # smoothed frame→crop (2, 3)
+
+    def to_json(self) -> dict:
+        def arr(a):
+            return None if a is None else np.round(np.asarray(a, float), 3).tolist()
+        return {"index": self.index, "time": round(self.time, 6), "found": self.found,
+                "detected": self.detected, "faces_seen": self.faces_seen, "box": arr(self.box),
+                "score": None if self.score is None else round(self.score, 4),
+                "landmarks": arr(self.landmarks), "landmarks68": arr(self.landmarks68),
+                "transform": None if self.transform is None else np.round(self.transform, 6).tolist()}
+
+
+class FaceTracker:
+    """Follows one face through a video: detect every `detect_every` frames, track the
+    landmarks in between, keep to the same person by box overlap, smooth causally."""
+
+    def __init__(self, backend, spec: CropSpec, *, face: int = 1, detect_every: int = 1,
+                 smooth: bool = True, max_gap: float = 0.5, min_overlap: float = 0.3):
+        if face < 1:
+            raise ConfigError(f"--face must be 1 or more (1 is the largest face), got {face}")
+        if detect_every < 1:
+            raise ConfigError(f"--detect-every must be 1 or more, got {detect_every}")
+        self.backend, self.spec = backend, spec
+        self.face, self.detect_every, self.max_gap, self.min_overlap = face, detect_every, max_gap, min_overlap
+        self.smoother = TransformSmoother(spec.size) if smooth else None
+        self._landmarks: np.ndarray | None = None   # last landmarks (for tracking)
+        self._box: np.ndarray | None = None         # last box of the followed face
+        self._seen_at: float | None = None
+        self._since_detect = 0
+
+    def _choose(self, found: list[tuple[np.ndarray, float]], time: float):
+        """The detection that continues the track, or a new one by size rank."""
+        recent = self._box is not None and time - self._seen_at <= self.max_gap
+        if self._box is not None and found:
+            overlaps = [iou(box, self._box) for box, _ in found]
+            best = int(np.argmax(overlaps))
+            if overlaps[best] >= self.min_overlap:
+                return found[best]
+        if recent:  # the followed face is gone for now: do not jump to somebody else
+            return None
+        return found[self.face - 1] if len(found) >= self.face else None
+
+    def _track_landmarks(self, image: np.ndarray):
+        box = box_from_landmarks(self._landmarks)
+        landmarks, landmarks68 = self.backend.landmarks(image, box)
+        if iou(box_from_landmarks(landmarks), box) < 0.5:
+            return None
+        return box, landmarks, landmarks68
+
+    def update(self, image: np.ndarray, index: int, time: float) -> TrackedFace:
+        tracked = None
+        if self._landmarks is not None and self._since_detect < self.detect_every:
+            tracked = self._track_landmarks(image)
+        out = TrackedFace(index=index, time=time, found=False)
+        if tracked is None:
+            found = self.backend.detect(image)
+            out.detected, out.faces_seen = True, len(found)
+            self._since_detect = 0
+            chosen = self._choose(found, time)
+            if chosen is None:
+                self._landmarks = None
+                return out
+            box, out.score = chosen
+            landmarks, landmarks68 = self.backend.landmarks(image, box)
+        else:
+            box, landmarks, landmarks68 = tracked
+        self._since_detect += 1
+        if self.smoother is not None and (self._seen_at is None or time - self._seen_at > self.max_gap):
+            self.smoother.reset()
+        transform = align_transform(landmarks, self.spec)
+        if self.smoother is not None:
+            transform = self.smoother(transform, time)
+        self._landmarks, self._box, self._seen_at = landmarks, box, time
+        out.found, out.box, out.landmarks, out.landmarks68, out.transform = True, box, landmarks, landmarks68, transform
+        return out

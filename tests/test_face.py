@@ -1,0 +1,195 @@
+"""Face tracking, aligned crops and paste-back against known ground truth."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from facevid import crop as C
+from facevid import demo
+from facevid.errors import BackendUnavailableError, ConfigError
+from facevid.face import DlibBackend, FaceTracker, OneEuroFilter, make_backend
+from facevid.video import iter_frames
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return DlibBackend()
+
+
+def psnr(a, b, mask):
+    err = np.mean((a[mask].astype(float) - b[mask].astype(float)) ** 2)
+    return 10 * np.log10(255 ** 2 / max(err, 1e-12))
+
+
+def iod(landmarks):
+    """Distance between the eye centres (template order: right eye 0-1, left eye 2-3)."""
+    return np.linalg.norm(landmarks[..., 0:2, :].mean(-2) - landmarks[..., 2:4, :].mean(-2), axis=-1)
+
+
+def test_template_fit_is_exact_for_the_template():
+    spec = C.CropSpec(size=128)
+    truth = C.TEMPLATE_5PT * 300 + 40
+    matrix = C.align_transform(truth, spec)
+    back = C.transform_points(matrix, truth)
+    side = 1 + 2 * spec.margin
+    expected = (C.TEMPLATE_5PT - [0.5 - side / 2, spec.center_y - side / 2]) * 128 / side
+    assert np.abs(back - expected).max() < 1e-9
+    params = C.transform_to_params(matrix, 128)
+    assert np.abs(C.params_to_transform(params, 128) - matrix).max() < 1e-9
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_crop_paste_back_round_trip_psnr(backend, size):
+    photo = demo.astronaut()
+    matrix = C.align_transform(demo.ASTRONAUT_LANDMARKS, C.CropSpec(size=size))
+    crop = C.cut_crop(photo, matrix, size)
+    out = C.paste_back(photo, crop, matrix)
+    weight = C.warp(C.crop_mask(size), C.invert_affine(matrix), photo.shape[1::-1], border=cv2.BORDER_CONSTANT)
+    value = psnr(photo, out, weight > 0.99)
+    print(f"round trip crop {size} -> paste-back: {value:.1f} dB on the face region")
+    assert value >= 40.0
+    assert np.array_equal(out[weight == 0], photo[weight == 0])  # outside the mask: untouched
+
+
+def test_paste_back_replaces_the_face_and_colour_matches():
+    photo = demo.astronaut()
+    matrix = C.align_transform(demo.ASTRONAUT_LANDMARKS, C.CropSpec(size=128))
+    grey = np.full((128, 128, 3), 128, np.uint8)
+    out = C.paste_back(photo, grey, matrix)
+    centre = C.transform_points(C.invert_affine(matrix), np.array([[64.0, 70.0]]))[0].astype(int)
+    assert np.abs(out[centre[1], centre[0]].astype(int) - 128).max() <= 1
+    crop = C.cut_crop(photo, matrix, 128)
+    tinted = np.clip(crop.astype(int) + [40, -20, 10], 0, 255).astype(np.uint8)
+    matched = C.match_colour(tinted, crop, C.crop_mask(128))
+    assert np.abs(matched.astype(float).mean((0, 1)) - crop.mean((0, 1))).max() < 3
+
+
+def test_tracking_error_against_known_transform(backend, moving_clip):
+    path, truth = moving_clip
+    spec = C.CropSpec(size=128)
+    tracker = FaceTracker(backend, spec)
+    errors, crop_errors = [], []
+    for frame in iter_frames(path):
+        face = tracker.update(frame.image, frame.index, frame.time)
+        assert face.found
+        true = truth[frame.index]
+        errors.append(np.linalg.norm(face.landmarks - true, axis=1).mean() / iod(true))
+        ideal = C.align_transform(true, spec)
+        corners = np.array([[0, 0], [128, 0], [0, 128], [128, 128]], float)
+        # where the tracked crop's corners land in the ideal crop, in ideal-crop pixels
+        moved = C.transform_points(ideal, C.transform_points(C.invert_affine(face.transform), corners))
+        crop_errors.append(np.linalg.norm(moved - corners, axis=1).mean() / 128)
+    print(f"landmark error {np.mean(errors):.3f} IOD (max {np.max(errors):.3f}); "
+          f"smoothed crop corner error {np.mean(crop_errors) * 100:.2f}% of the crop side")
+    assert np.mean(errors) < 0.05
+    assert np.mean(crop_errors) < 0.03
+
+
+def _corner_track(backend, path, smooth: bool):
+    tracker = FaceTracker(backend, C.CropSpec(size=128), smooth=smooth)
+    corners = np.array([[0, 0], [128, 128]], float)
+    out = []
+    for frame in iter_frames(path):
+        face = tracker.update(frame.image, frame.index, frame.time)
+        out.append(C.transform_points(C.invert_affine(face.transform), corners).ravel())
+    return np.array(out)
+
+
+def test_smoothing_removes_jitter_on_a_still_face(backend, still_clip):
+    path, truth = still_clip
+    face_px = iod(truth[0])
+    raw = _corner_track(backend, path, smooth=False)
+    smooth = _corner_track(backend, path, smooth=True)
+    raw_jitter, smooth_jitter = (np.abs(np.diff(t, axis=0)).mean() / face_px for t in (raw, smooth))
+    print(f"still face jitter: raw {raw_jitter:.4f} IOD/frame, smoothed {smooth_jitter:.4f} IOD/frame")
+    assert smooth_jitter <= raw_jitter
+    assert smooth_jitter < 0.01
+
+
+def test_smoothing_reduces_jitter_on_a_moving_face(backend, moving_clip):
+    path, truth = moving_clip
+    face_px = iod(truth).mean()
+    # jitter = frame-to-frame acceleration of the crop corners beyond the true motion's
+    true_corners = []
+    for true in truth:
+        ideal = C.align_transform(true, C.CropSpec(size=128))
+        true_corners.append(C.transform_points(C.invert_affine(ideal), np.array([[0, 0], [128, 128]], float)).ravel())
+    true_acc = np.diff(np.array(true_corners), 2, axis=0)
+    result = {}
+    for smooth in (False, True):
+        acc = np.diff(_corner_track(backend, path, smooth), 2, axis=0)
+        result[smooth] = np.abs(acc - true_acc).mean() / face_px
+    print(f"moving face jitter (acceleration error): raw {result[False]:.4f}, smoothed {result[True]:.4f} IOD/frame²")
+    assert result[True] < result[False]
+
+
+def test_one_euro_filter_is_steady_and_follows_steps():
+    f = OneEuroFilter(np.full(1, 1.0), np.full(1, 0.5))
+    values = [f(np.array([5.0]), i / 25) for i in range(10)]
+    assert np.allclose(values, 5.0)
+    values = [f(np.array([10.0]), (10 + i) / 25) for i in range(50)]
+    assert values[0][0] < 10.0 and abs(values[-1][0] - 10.0) < 0.05
+
+
+def _two_faces(big: float, small: float, size=(480, 320)) -> np.ndarray:
+    """Two astronauts side by side: left half scaled by `big`, right half by `small`."""
+    photo = demo.astronaut()
+    half = size[0] // 2
+    halves = []
+    for scale in (big, small):
+        matrix = np.array([[scale, 0, half / 2 - scale * 224], [0, scale, size[1] / 2 - scale * 125]])
+        halves.append(cv2.warpAffine(photo, matrix, (half, size[1]), borderMode=cv2.BORDER_REPLICATE))
+    return np.ascontiguousarray(np.concatenate(halves, axis=1))
+
+
+def test_face_choice_by_size_and_continuity(backend):
+    frame = _two_faces(1.3, 1.0)
+    for choice, side in ((1, "left"), (2, "right")):
+        tracker = FaceTracker(backend, C.CropSpec(size=64), face=choice)
+        face = tracker.update(frame, 0, 0.0)
+        assert face.found and face.faces_seen == 2
+        centre_x = (face.box[0] + face.box[2]) / 2
+        assert (centre_x < 240) == (side == "left")
+    # the smaller face is followed even when it becomes the larger one
+    tracker = FaceTracker(backend, C.CropSpec(size=64), face=2)
+    first = tracker.update(frame, 0, 0.0)
+    later = tracker.update(_two_faces(1.0, 1.3), 1, 0.04)
+    assert later.found and abs((later.box[0] + later.box[2]) / 2 - (first.box[0] + first.box[2]) / 2) < 60
+
+
+def test_frames_without_a_face_are_reported(backend):
+    photo = demo.astronaut()
+    tracker = FaceTracker(backend, C.CropSpec(size=64))
+    found = [tracker.update(img, i, i / 25).found
+             for i, img in enumerate([photo, photo, np.zeros_like(photo), photo])]
+    assert found == [True, True, False, True]
+
+
+def test_detect_every_k_tracks_in_between(backend, moving_clip):
+    path, truth = moving_clip
+    tracker = FaceTracker(backend, C.CropSpec(size=128), detect_every=5)
+    detected, errors = 0, []
+    for frame in iter_frames(path):
+        face = tracker.update(frame.image, frame.index, frame.time)
+        detected += face.detected
+        errors.append(np.linalg.norm(face.landmarks - truth[frame.index], axis=1).mean() / iod(truth[frame.index]))
+    assert detected <= len(truth) // 5 + 1
+    assert np.mean(errors) < 0.06
+
+
+def test_aligner_choice_errors(monkeypatch, tmp_path):
+    with pytest.raises(ConfigError, match="unknown aligner 'nope'"):
+        make_backend("nope")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(BackendUnavailableError, match="face-alignment"):
+        make_backend("face-alignment")
+    assert make_backend("auto").name == "dlib"
+
+
+def test_bad_tracker_settings(backend):
+    with pytest.raises(ConfigError):
+        FaceTracker(backend, C.CropSpec(size=64), face=0)
+    with pytest.raises(ConfigError):
+        C.CropSpec(size=8)

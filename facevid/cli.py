@@ -8,6 +8,7 @@ library (FacevidError) and from the command line become one line on stderr and e
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -90,6 +91,35 @@ def track(
     elif not quiet:
         print(f"{summary.frames} frames ({summary.frames_without_face} without a face) at "
               f"{summary.fps:.1f} fps -> {summary.output}", file=sys.stderr)
+
+
+@app.command(epilog="Example: facevid prepare ./my_videos -o ./cache --labels identities.csv")
+@_friendly
+def prepare(
+    videos: Path = typer.Argument(..., help="Folder of videos (searched recursively)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Cache folder (created; re-running resumes)."),
+    size: int = typer.Option(256, "--size", help="Crop side in pixels."),
+    margin: float = typer.Option(0.5, "--margin", help="Space around the face in the crop (fraction)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV/TSV with path and identity columns."),
+    images: bool = typer.Option(False, "--images", help="Also take still images (as one-frame clips)."),
+    no_landmarks68: bool = typer.Option(False, "--no-landmarks68", help="Skip the 68-point landmarks."),
+    aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Track and crop every video in a folder into a training cache (resumable)."""
+    from dataclasses import asdict
+
+    from facevid.prepare import prepare as run_prepare
+
+    summary = run_prepare(videos, output, size=size, margin=margin, labels=labels, images=images,
+                          landmarks68=not no_landmarks68, aligner=aligner, progress=not quiet)
+    if as_json:
+        print(json.dumps(asdict(summary), indent=1))
+    else:
+        print(f"{summary.clips} clips, {summary.frames} frames in {summary.cache} "
+              f"({summary.added} added, {summary.resumed} already there, {len(summary.skipped)} skipped)",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,191 @@
+"""`facevid prepare`: track and crop a folder of videos into a training cache.
+
+Layout of a cache folder:
+
+    manifest.json            format version, crop spec, one entry per clip, skipped files
+    clips/NAME.npy           (T, S, S, 3) uint8 aligned crops of the frames with a face
+    clips/NAME.npz           per kept frame: frame index, time, 5 landmarks and (optional)
+                             68 landmarks, both in crop pixels; the frame→crop transforms
+
+Every clip is written atomically and the manifest after every clip, so an interrupted
+run resumes where it stopped; unreadable or faceless files are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facevid.crop import CropSpec, box_from_landmarks, cut_crop, transform_points
+from facevid.errors import ConfigError, FacevidError, InputError
+
+CACHE_VERSION = 1
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class PrepareSummary:
+    cache: str
+    clips: int = 0            # clips in the cache now
+    added: int = 0            # clips added by this run
+    resumed: int = 0          # clips already there (skipped by this run)
+    skipped: list = field(default_factory=list)   # [{"source", "reason"}]
+    frames: int = 0           # frames in the cache now
+
+
+def find_media(folder: Path, images: bool) -> list[Path]:
+    """Every video (and, if asked, image) file under `folder`, recursively, sorted."""
+    suffixes = VIDEO_SUFFIXES | (IMAGE_SUFFIXES if images else set())
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def read_labels(path: Path | None) -> dict[str, str]:
+    """A CSV/TSV with a path column ('path', 'local' or 'file') and an 'identity' column."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise InputError(f"cannot read labels file {path}: {error.strerror}") from error
+    rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if "\t" in text.splitlines()[0] else ","))
+    key = next((k for k in ("path", "local", "file") if rows and k in rows[0]), None)
+    if key is None or "identity" not in rows[0]:
+        raise InputError(f"labels file {path} needs a 'path' (or 'local') column and an 'identity' column")
+    return {row[key]: row["identity"] for row in rows if row.get("identity")}
+
+
+def clip_name(relative: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(relative.with_suffix(""))).strip("_")[:150]
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def load_manifest(cache: Path) -> dict:
+    path = cache / "manifest.json"
+    if not path.exists():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is not a facevid cache manifest ({error})") from error
+    if manifest.get("format") != "facevid-cache" or manifest.get("version") != CACHE_VERSION:
+        raise InputError(f"{path} is not a facevid cache of version {CACHE_VERSION}")
+    return manifest
+
+
+def _landmarks68_predictor():
+    import dlib
+    import face_recognition_models
+
+    return dlib, dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+
+def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68=None) -> dict:
+    """Track one video, write NAME.npy/NAME.npz atomically; returns its manifest entry."""
+    from facevid.video import iter_frames, probe
+
+    info = probe(source)
+    raw = out_stem.with_name(f".{out_stem.name}.raw.tmp")
+    kept = {"index": [], "time": [], "landmarks5": [], "landmarks68": [], "transform": []}
+    total = 0
+    try:
+        with open(raw, "wb") as sink:
+            for frame in iter_frames(source):
+                total += 1
+                face = tracker.update(frame.image, frame.index, frame.time)
+                if not face.found:
+                    continue
+                sink.write(cut_crop(frame.image, face.transform, spec.size).tobytes())
+                kept["index"].append(frame.index)
+                kept["time"].append(frame.time)
+                kept["transform"].append(face.transform)
+                kept["landmarks5"].append(transform_points(face.transform, face.landmarks))
+                if predictor68 is not None:
+                    dlib, predictor = predictor68
+                    box = box_from_landmarks(face.landmarks)
+                    shape = predictor(frame.image, dlib.rectangle(*[int(round(v)) for v in box]))
+                    pts = np.array([(p.x, p.y) for p in shape.parts()], float)
+                    kept["landmarks68"].append(transform_points(face.transform, pts))
+        if not kept["index"]:
+            raise InputError(f"no face in any of the {total} frames")
+        _finish_npy(raw, out_stem.with_suffix(".npy"), (len(kept["index"]), spec.size, spec.size, 3))
+    finally:
+        raw.unlink(missing_ok=True)
+    arrays = {k: np.asarray(v, np.float32 if k != "index" else np.int64) for k, v in kept.items() if v}
+    tmp = out_stem.with_name(f".{out_stem.name}.npz.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out_stem.with_suffix(".npz"))
+    return {"frames": len(kept["index"]), "frames_total": total, "faceless": total - len(kept["index"]),
+            "fps": float(info.fps), "width": info.width, "height": info.height, "has_audio": info.has_audio,
+            "is_image": info.is_image}
+
+
+def _finish_npy(raw: Path, target: Path, shape: tuple) -> None:
+    """Prefix raw uint8 bytes with an .npy header, atomically."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    with open(tmp, "wb") as out, open(raw, "rb") as data:
+        np.lib.format.write_array_header_1_0(out, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        shutil.copyfileobj(data, out, 1 << 22)
+    os.replace(tmp, target)
+
+
+def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: float = 0.5,
+            labels: str | Path | None = None, images: bool = False, landmarks68: bool = True,
+            aligner: str = "auto", progress: bool = True, warn=None) -> PrepareSummary:
+    """Track and crop every video under `videos` into `cache` (resumable)."""
+    from facevid.face import FaceTracker, make_backend
+    from facevid.progress import progress_bar
+
+    videos, cache = Path(videos), Path(cache)
+    if not videos.is_dir():
+        raise InputError(f"{videos} is not a folder of videos")
+    spec = CropSpec(size=size, margin=margin)
+    manifest = load_manifest(cache) or {"format": "facevid-cache", "version": CACHE_VERSION,
+                                         "crop": asdict(spec), "clips": [], "skipped": []}
+    if manifest["crop"] != asdict(spec):
+        raise ConfigError(f"{cache} holds crops made with {manifest['crop']}; use the same --size/--margin or a new cache")
+    identity = read_labels(Path(labels) if labels else None)
+    (cache / "clips").mkdir(parents=True, exist_ok=True)
+    done = {c["source"] for c in manifest["clips"]} | {s["source"] for s in manifest["skipped"]}
+    backend = make_backend(aligner)
+    predictor68 = _landmarks68_predictor() if landmarks68 else None
+    summary = PrepareSummary(cache=str(cache))
+    files = find_media(videos, images)
+    warn = warn or (lambda msg: print(f"facevid: warning: {msg}", file=sys.stderr))
+    with progress_bar("prepare", len(files), enabled=progress) as advance:
+        for path in files:
+            relative = path.relative_to(videos)
+            if str(relative) in done:
+                summary.resumed += 1
+                advance(1)
+                continue
+            name = clip_name(relative)
+            try:
+                entry = crop_clip(path, cache / "clips" / name, spec,
+                                  FaceTracker(backend, spec), predictor68)
+            except FacevidError as error:
+                warn(f"skipped {relative}: {error}")
+                manifest["skipped"].append({"source": str(relative), "reason": str(error)})
+            else:
+                label = identity.get(str(relative)) or identity.get(str(path)) or (relative.parent.name or name)
+                manifest["clips"].append({"name": name, "source": str(relative), "identity": label, **entry})
+                summary.added += 1
+            _atomic_json(cache / "manifest.json", manifest)
+            advance(1)
+    summary.clips = len(manifest["clips"])
+    summary.frames = sum(c["frames"] for c in manifest["clips"])
+    summary.skipped = manifest["skipped"]
+    return summary

@@ -122,6 +122,56 @@ def prepare(
               file=sys.stderr)
 
 
+def _read_holdout(path: Optional[Path]) -> Optional[tuple[str, ...]]:
+    """Identities listed one per line (# comments) in a hold-out file."""
+    if path is None:
+        return None
+    from facevid.errors import InputError
+
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise InputError(f"cannot read hold-out list {path}: {error.strerror}") from error
+    return tuple(line.split("#")[0].strip() for line in lines if line.split("#")[0].strip())
+
+
+@app.command(epilog="Example: facevid train ./my_videos -o runs/me --preset small --max-minutes 60")
+@_friendly
+def train(
+    data: Path = typer.Argument(..., help="Folder of videos, or a cache made by `facevid prepare`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder: checkpoints, weights, grids, logs."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model size: tiny, small or paper."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of training settings."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output folder."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights (safetensors)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (and save) after this long."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop (and save) at this step."),
+    holdout: Optional[Path] = typer.Option(None, "--holdout", help="File of identities never to train on."),
+    synthetic: Optional[float] = typer.Option(None, "--synthetic", help="Share of synthetic-head clips (0..1)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Train a model on a folder of videos (cross-driven BCD training, resumable)."""
+    from dataclasses import asdict
+
+    from facevid.config import load_train_config
+    from facevid.train import train as run_train
+
+    cfg = load_train_config(config, preset=preset, max_minutes=max_minutes, max_steps=max_steps,
+                            eval_identities=_read_holdout(holdout), synthetic_prob=synthetic, threads=threads,
+                            device=device, seed=seed)
+    summary = run_train(data, output, cfg, resume=resume, init_weights=init, progress=not quiet,
+                        log=lambda line: print(line, file=sys.stderr))
+    if as_json:
+        print(json.dumps(asdict(summary), indent=1))
+    else:
+        print(f"{summary.steps} steps ({summary.stopped}) in {summary.minutes:.1f} min, "
+              f"{summary.frames_per_second:.1f} frames/s -> {summary.weights}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line too (exit 2)."""
     try:

@@ -41,21 +41,25 @@ class Motion:
     period: float = 2.0                      # seconds per cycle
 
 
-def frame_transform(motion: Motion, t: float, size: tuple[int, int]) -> np.ndarray:
-    """Photo → frame (2, 3) similarity at time t: the face centre lands in the frame centre
-    plus a smooth sinusoidal shift, rotation and zoom."""
+def frame_transform(motion: Motion, t: float, size: tuple[int, int], base_scale: float | None = None) -> np.ndarray:
+    """Photo → frame (2, 3) similarity at time t.
+
+    At rest the photo is scaled by `base_scale` (default: to cover the frame width) and
+    hung from the top centre of the frame; the motion adds a smooth sinusoidal shift,
+    rotation and zoom about the face centre."""
+    base = max(size) / 512 if base_scale is None else base_scale
+    rest = np.array([(size[0] - 512 * base) / 2, 0.0]) + base * ASTRONAUT_FACE_CENTRE
     phase = 2 * math.pi * t / motion.period
     angle = math.radians(motion.angle * math.sin(phase))
-    scale = 1.0 + motion.zoom * math.sin(phase + 1.0)
+    scale = base * (1.0 + motion.zoom * math.sin(phase + 1.0))
     shift = np.array(motion.shift) * np.array([math.sin(phase), math.sin(2 * phase)])
-    centre = np.array(size, float) / 2 + shift
     c, s = scale * math.cos(angle), scale * math.sin(angle)
     lin = np.array([[c, -s], [s, c]])
-    return np.hstack([lin, (centre - lin @ ASTRONAUT_FACE_CENTRE)[:, None]])
+    return np.hstack([lin, (rest + shift - lin @ ASTRONAUT_FACE_CENTRE)[:, None]])
 
 
 def render_frame(photo: np.ndarray, transform: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return cv2.warpAffine(photo, transform, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpAffine(photo, transform, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
 def write_tone(path: Path, seconds: float, rate: int = 16000) -> Path:
@@ -72,7 +76,7 @@ def write_tone(path: Path, seconds: float, rate: int = 16000) -> Path:
 
 def make_clip(path: Path, *, frames: int = 50, fps: Fraction = Fraction(25), size: tuple[int, int] = (512, 512),
               motion: Motion = Motion(), audio: bool = True, force: bool = False,
-              crf: int = 18) -> np.ndarray:
+              crf: int = 18, base_scale: float | None = None) -> np.ndarray:
     """Write an astronaut clip; returns the true landmarks per frame, (frames, 5, 2)."""
     from facevid.video import VideoWriter
 
@@ -84,7 +88,7 @@ def make_clip(path: Path, *, frames: int = 50, fps: Fraction = Fraction(25), siz
         with VideoWriter(path, fps, audio_from=tone, crf=crf, force=force) as writer:
             for i in range(frames):
                 t = i / float(fps)
-                transform = frame_transform(motion, t, size)
+                transform = frame_transform(motion, t, size, base_scale)
                 truth.append(ASTRONAUT_LANDMARKS @ transform[:, :2].T + transform[:, 2])
                 writer.write(render_frame(photo, transform, size), t)
     finally:

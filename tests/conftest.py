@@ -30,10 +30,10 @@ def clip_factory(tmp_path_factory):
 def moving_clip(clip_factory):
     """40 frames, 25 fps, 320x288, the face shifting, turning and zooming; with audio."""
     return clip_factory("moving", frames=40, fps=Fraction(25), size=(320, 288),
-                        motion=demo.Motion(shift=(20.0, 8.0), angle=8.0, zoom=0.06, period=1.6))
+                        motion=demo.Motion(shift=(20.0, 8.0), angle=8.0, zoom=0.06, period=1.6), base_scale=1.0)
 
 
 @pytest.fixture(scope="session")
 def still_clip(clip_factory):
     """30 frames of a face that does not move at all (for jitter)."""
-    return clip_factory("still", frames=30, fps=Fraction(25), size=(320, 288), audio=False)
+    return clip_factory("still", frames=30, fps=Fraction(25), size=(320, 288), audio=False, base_scale=1.0)

@@ -1,0 +1,149 @@
+"""Model and training configuration: frozen dataclasses, the PRESETS dict, a strict TOML loader."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from facevid.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the BCD model (seed 001) as facevid builds it: encoder, group VQ,
+    landmark-driven warp, DiT denoiser with temporal attention."""
+
+    # geometry
+    out_size: int = 128             # crop side the model outputs (the warp runs at this size)
+    net_size: int = 64              # side at which encoder, flow net and denoiser run
+    crop_margin: float = 0.5        # the face crop the model was trained on (CropSpec.margin)
+    crop_center_y: float = 0.4      # ... and its vertical centre (CropSpec.center_y)
+    # encoder: per-frame conv stem, then a transformer over time
+    enc_channels: tuple[int, ...] = (32, 64, 128)  # stem widths: a 4x4 patchify, then each stage halves the side
+    enc_dim: int = 256              # transformer width
+    enc_layers: int = 4             # transformer blocks
+    enc_heads: int = 4              # attention heads
+    frame_tokens: int = 4           # tokens per frame (a square number: 2x2 pooled stem features)
+    content_tokens: int = 4         # K learnable content queries
+    rel_buckets: int = 32           # T5 relative position buckets (over frame distance)
+    rel_max_distance: int = 128     # frames beyond which buckets saturate
+    # bitrate-controlled group VQ
+    vq_groups: int = 24             # G
+    vq_codebook: int = 32           # V codes per group
+    vq_code_dim: int = 8            # d
+    rate_target: float = 80.0       # R_target, bits per frame
+    rate_weight: float = 0.04       # λ of the rate loss
+    tau_max: float = 2.0            # gumbel-softmax temperature at the start
+    tau_min: float = 0.5            # ... annealed down to this
+    tau_decay: float = 0.9995       # multiplied in every step
+    # keypoints and warp
+    keypoints: int = 68             # landmark layout of the supervision (iBUG 68)
+    flow_size: int = 32             # side at which the TPS warp and flow U-Net run (upsampled to out_size)
+    flow_channels: tuple[int, ...] = (32, 64, 128)   # flow U-Net widths
+    # denoiser (DiT, EDM)
+    dit_dim: int = 256              # width
+    dit_layers: int = 6             # spatial blocks
+    dit_heads: int = 4
+    dit_patch: int = 8              # patch side on the net_size input
+    temporal_every: int = 2         # a temporal attention block after spatial blocks 0, k, 2k, ...
+    head_channels: int = 16         # full-resolution conv head after unpatchify
+    sigma_data: float = 0.5
+    cond_dropout: float = 0.1       # classifier-free guidance: drop motion/content this often
+
+    def __post_init__(self):
+        if self.net_size % self.dit_patch or self.out_size % self.net_size:
+            raise ConfigError("net_size must be a multiple of dit_patch and out_size a multiple of net_size")
+        if int(self.frame_tokens ** 0.5) ** 2 != self.frame_tokens:
+            raise ConfigError("frame_tokens must be a square number")
+        if self.net_size % (4 * 2 ** (len(self.enc_channels) - 1)):
+            raise ConfigError("net_size must be divisible by 4 * 2**(len(enc_channels) - 1)")
+
+    @property
+    def motion_dim(self) -> int:
+        return self.vq_groups * self.vq_code_dim
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # tests: runs in seconds
+    "tiny": ModelConfig(out_size=32, net_size=32, flow_size=16, enc_channels=(16, 32), enc_dim=32, enc_layers=1, enc_heads=2,
+                        content_tokens=2, rel_buckets=8, rel_max_distance=16, vq_groups=4, vq_codebook=8,
+                        vq_code_dim=4, rate_target=8.0, flow_channels=(8, 16), dit_dim=32, dit_layers=2,
+                        dit_heads=2, dit_patch=8, head_channels=8),
+    # the bundled model: trainable on a 2-core CPU in hours
+    "small": ModelConfig(),
+    # the seed's talking-head sizes (Tab. A7: G=64, V=32, d=16, 160 bits/frame) for GPU users
+    "paper": ModelConfig(out_size=256, net_size=128, flow_size=64, enc_channels=(64, 128, 256, 512), enc_dim=768,
+                         enc_layers=12, enc_heads=12, frame_tokens=16, content_tokens=16, vq_groups=64,
+                         vq_codebook=32, vq_code_dim=16, rate_target=160.0, flow_channels=(64, 128, 256, 512),
+                         dit_dim=768, dit_layers=12, dit_heads=12, dit_patch=8, head_channels=64),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (`facevid train`); a TOML file maps 1:1 onto these fields."""
+
+    preset: str = "small"           # key of PRESETS
+    clips_per_batch: int = 4        # B
+    content_frames: int = 6         # frames of half A (content)
+    target_frames: int = 6          # frames of half B (motion, reconstructed)
+    stride2_prob: float = 0.5       # 2x temporal downsampling augmentation
+    flip_prob: float = 0.5          # horizontal flip augmentation
+    synthetic_prob: float = 0.0     # share of batches of synthetic heads
+    lr_encoder: float = 2e-4        # AdamW learning rates per module (paper: per-module rates)
+    lr_decoder: float = 2e-4
+    lr_quantizer: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    loss_warp: float = 1.0          # L1 of the warped reference against the target
+    loss_diffusion: float = 1.0     # EDM loss
+    loss_landmarks: float = 10.0    # motion codes → landmark displacement
+    loss_keypoints: float = 10.0    # keypoint net → landmarks of the reference
+    max_steps: int = 1_000_000
+    max_minutes: float = 0.0        # 0: no time limit
+    checkpoint_minutes: float = 5.0
+    log_every: int = 10
+    sample_every: int = 500         # PNG grid of reconstructions / cross transfers
+    eval_identities: tuple[str, ...] = ()   # identities held out (never trained on)
+    seed: int = 0
+    threads: int = 0                # torch threads (0: leave torch's default)
+    device: str = "cpu"
+
+    def model_config(self) -> ModelConfig:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{self.preset}' (choose from {', '.join(PRESETS)})")
+        return PRESETS[self.preset]
+
+
+def from_dict(cls, values: dict, where: str = "config"):
+    """Build a frozen config dataclass; unknown keys fail (nanoGPT-style)."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown {where} key(s): {', '.join(unknown)} (valid: {', '.join(names)})")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**fixed)
+    except TypeError as error:
+        raise ConfigError(f"bad {where}: {error}") from error
+
+
+def load_train_config(path: str | Path | None, **overrides) -> TrainConfig:
+    """TrainConfig from a TOML file (optional) with keyword overrides on top."""
+    values: dict = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot read training config {path}: {error}") from error
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(TrainConfig, values, "training config")
+
+
+def model_config_to_dict(cfg: ModelConfig) -> dict:
+    return dataclasses.asdict(cfg)
+

@@ -1,0 +1,132 @@
+"""Training data: cross-driven batches from a prepared crop cache and/or synthetic heads.
+
+A batch holds, per clip, a window of consecutive frames split in two halves: A (content;
+its frame `ref_index` is the reference) and B (motion; reconstructed from content(A) +
+motion(B)). Landmarks are in [-1, 1] crop coordinates (pixel centres, align_corners=False).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from facevid.errors import InputError
+
+# iBUG 68-point mirror permutation (for horizontal flips)
+FLIP_68 = (list(range(16, -1, -1)) + list(range(26, 21, -1)) + list(range(21, 16, -1)) + [27, 28, 29, 30]
+           + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
+           + [54, 53, 52, 51, 50, 49, 48] + [59, 58, 57, 56, 55] + [64, 63, 62, 61, 60] + [67, 66, 65])
+
+
+@dataclass
+class Clip:
+    name: str
+    identity: str
+    frames: np.ndarray       # (T, C, C, 3) uint8 (memory-mapped)
+    landmarks: np.ndarray    # (T, 68, 2) float32 in [-1, 1]
+
+
+def load_cache(cache: str | Path, *, include: set[str] | None = None, exclude: set[str] = frozenset(),
+               min_frames: int = 2) -> list[Clip]:
+    """The clips of a prepared cache (see facevid.prepare), filtered by identity."""
+    from facevid.prepare import load_manifest
+
+    cache = Path(cache)
+    manifest = load_manifest(cache)
+    if not manifest:
+        raise InputError(f"{cache} is not a prepared cache (no manifest.json; run facevid prepare)")
+    size = manifest["crop"]["size"]
+    clips = []
+    for entry in manifest["clips"]:
+        if entry["frames"] < min_frames or entry["identity"] in exclude:
+            continue
+        if include is not None and entry["identity"] not in include:
+            continue
+        stem = cache / "clips" / entry["name"]
+        extra = np.load(stem.with_suffix(".npz"))
+        if "landmarks68" not in extra:
+            raise InputError(f"{stem}.npz has no 68-point landmarks (prepare without --no-landmarks68)")
+        landmarks = (2 * extra["landmarks68"] + 1) / size - 1
+        clips.append(Clip(entry["name"], entry["identity"], np.load(stem.with_suffix(".npy"), mmap_mode="r"),
+                          landmarks.astype(np.float32)))
+    return clips
+
+
+def _to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 → (T, 3, size, size) float in [-1, 1]."""
+    if frames.shape[1] != size:
+        frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class BatchSampler:
+    """Draws cross-driven batches; all randomness from one numpy Generator (resumable)."""
+
+    def __init__(self, clips: list[Clip], *, out_size: int, net_size: int, clips_per_batch: int,
+                 content_frames: int, target_frames: int, stride2_prob: float = 0.5, flip_prob: float = 0.5,
+                 synthetic_prob: float = 0.0, seed: int = 0):
+        self.window = content_frames + target_frames
+        self.clips = [c for c in clips if len(c.frames) >= self.window]
+        if not self.clips and synthetic_prob < 1:
+            raise InputError(f"no clip has the {self.window} frames a training window needs")
+        self.out_size, self.net_size = out_size, net_size
+        self.b, self.ta, self.tb = clips_per_batch, content_frames, target_frames
+        self.stride2_prob, self.flip_prob, self.synthetic_prob = stride2_prob, flip_prob, synthetic_prob
+        weights = np.array([len(c.frames) for c in self.clips], float)
+        self.weights = weights / weights.sum() if len(weights) else weights
+        self.rng = np.random.default_rng(seed)
+
+    def _window(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        stride = 2 if (self.rng.random() < self.stride2_prob
+                       and len(clip.frames) >= (self.window - 1) * 2 + 1) else 1
+        span = (self.window - 1) * stride + 1
+        start = int(self.rng.integers(0, len(clip.frames) - span + 1))
+        index = np.arange(start, start + span, stride)
+        return np.asarray(clip.frames[index]), clip.landmarks[index]
+
+    def _synthetic(self) -> tuple[np.ndarray, np.ndarray]:
+        from facevid import synthetic
+
+        seed = int(self.rng.integers(2**31))
+        rng = np.random.default_rng(seed)
+        identity = synthetic.random_identity(rng)
+        motions = synthetic.random_motion_sequence(rng, self.window)
+        frames = synthetic.render_clip(identity, motions, size=self.out_size)
+        marks = np.stack([synthetic.landmarks(identity, m, size=self.out_size) for m in motions])
+        return frames, ((2 * marks + 1) / self.out_size - 1).astype(np.float32)
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        frames, marks = [], []
+        for _ in range(self.b):
+            if self.rng.random() < self.synthetic_prob or not self.clips:
+                f, m = self._synthetic()
+            else:
+                f, m = self._window(self.clips[int(self.rng.choice(len(self.clips), p=self.weights))])
+            if self.rng.random() < self.flip_prob:
+                f, m = f[:, :, ::-1], m[:, FLIP_68] * np.array([-1.0, 1.0], np.float32)
+            frames.append(_to_tensor(f, self.out_size))
+            marks.append(torch.from_numpy(np.ascontiguousarray(m)))
+        frames, marks = torch.stack(frames), torch.stack(marks)          # (B, W, 3, S, S), (B, W, 68, 2)
+        ref_index = torch.from_numpy(self.rng.integers(0, self.ta, self.b))
+        content = frames[:, :self.ta]
+        b = torch.arange(self.b)
+        return {
+            "content": torch.nn.functional.adaptive_avg_pool2d(content.flatten(0, 1), self.net_size)
+                       .view(self.b, self.ta, 3, self.net_size, self.net_size),
+            "target": frames[:, self.ta:],
+            "reference": content[b, ref_index],
+            "ref_index": ref_index,
+            "ref_landmarks": marks[b, ref_index],
+            "content_landmarks": marks[:, :self.ta],
+            "target_landmarks": marks[:, self.ta:],
+        }
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state

@@ -1,0 +1,1 @@
+"""facevid.model: the encoder, motion quantizer, diffusion decoder and motion prior of BCD (seed 001)."""

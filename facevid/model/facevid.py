@@ -1,0 +1,187 @@
+"""FaceVid: the BCD model (seed 001) as facevid builds it for CPUs.
+
+encoder → content (K tokens) + motion features → group VQ (bitrate-controlled codes) →
+  keypoints: reference landmarks (KeypointNet) + a linear map of the motion-code change
+  → thin-plate-spline warp of the reference, refined by FlowNet (residual flow, occlusion)
+  → EDM DiT denoiser at net_size conditioned on the warped reference, the motion (adaLN)
+    and the content tokens (concatenated) paints what warping cannot show
+  → output at out_size = warped reference + upsampled low-frequency correction.
+The linear landmark head makes motion composable: a driver's change of codes maps to a
+change of landmarks on any face (relative transfer), and the codes cannot collapse to
+"copy the reference" because they must predict the landmark displacement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facevid.config import ModelConfig
+from facevid.model.decoder import DiT
+from facevid.model.encoder import Encoder, KeypointNet
+from facevid.model.quantize import GroupQuantizer, QuantizerOutput
+from facevid.model.warp import FlowNet, border_anchors, tps_grid, warp_image
+from facevid.sampling import Denoiser, guided, karras_sigmas, sample, sample_training_sigmas
+
+
+@dataclass
+class Encoded:
+    content: torch.Tensor        # (B, K, E)
+    motion: torch.Tensor         # (B, T, G*d) quantized code vectors
+    codes: torch.Tensor          # (B, T, G) code indices
+    quant: QuantizerOutput
+
+
+@dataclass
+class Warped:
+    out: torch.Tensor            # (N, 3, S, S) reference warped at output resolution
+    net: torch.Tensor            # (N, 3, n, n) ... at network resolution
+    occlusion: torch.Tensor      # (N, 1, n, n) 1 = visible in the reference
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-average down (or bilinear up) a (N, C, H, W) batch to size x size."""
+    if x.shape[-1] == size:
+        return x
+    if x.shape[-1] > size:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class FaceVid(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.quantizer = GroupQuantizer(dim=cfg.enc_dim, groups=cfg.vq_groups, codebook_size=cfg.vq_codebook,
+                                        code_dim=cfg.vq_code_dim, rate_target=cfg.rate_target,
+                                        rate_weight=cfg.rate_weight, tau_max=cfg.tau_max, tau_min=cfg.tau_min,
+                                        tau_decay=cfg.tau_decay)
+        self.landmark_head = nn.Linear(cfg.motion_dim, cfg.keypoints * 2, bias=False)
+        self.keypoint_net = KeypointNet(cfg.keypoints)
+        self.flow_cond = nn.Sequential(nn.Linear(2 * cfg.motion_dim, 128), nn.SiLU(), nn.Linear(128, 128))
+        self.flow_net = FlowNet(in_channels=3, cond_dim=128, channels=cfg.flow_channels,
+                                heatmap_points=cfg.keypoints)
+        self.dit = DiT(cfg)
+        self.register_buffer("anchors", border_anchors(), persistent=False)
+
+    @property
+    def denoiser(self) -> Denoiser:
+        """The EDM-preconditioned DiT (built on demand so the weights are held once)."""
+        return Denoiser(self.dit, sigma_data=self.cfg.sigma_data)
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> Encoded:
+        """frames (B, T, 3, n, n) in [-1, 1] → content, quantized motion, codes."""
+        content, features = self.encoder(frames)
+        quant = self.quantizer(features, generator=generator)
+        return Encoded(content, quant.quantized, quant.codes, quant)
+
+    def motion_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.quantizer.embed_codes(codes)
+
+    def displacement(self, motion: torch.Tensor, ref_motion: torch.Tensor) -> torch.Tensor:
+        """Landmark displacement (B, T, K, 2) from the reference's motion to each frame's."""
+        b, t = motion.shape[:2]
+        return self.landmark_head(motion - ref_motion[:, None]).view(b, t, self.cfg.keypoints, 2)
+
+    def keypoints(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) → (N, K, 2) landmarks in [-1, 1] (runs at net_size)."""
+        return self.keypoint_net(resize(image, self.cfg.net_size))
+
+    # ------------------------------------------------------------------ decoding
+
+    def warp(self, reference: torch.Tensor, ref_points: torch.Tensor, target_points: torch.Tensor,
+             ref_motion: torch.Tensor, motion: torch.Tensor) -> Warped:
+        """Warp each clip's reference (B, 3, S, S) to every target frame's keypoints (B, T, K, 2)."""
+        b, t = target_points.shape[:2]
+        cfg = self.cfg
+        ref_out = reference.repeat_interleave(t, 0)                              # (N, 3, S, S)
+        ref_net = resize(ref_out, cfg.net_size)
+        src = ref_points.repeat_interleave(t, 0)                                 # (N, K, 2)
+        dst = target_points.flatten(0, 1)
+        tps = tps_grid(src, dst, cfg.flow_size, cfg.flow_size, anchors=self.anchors)
+        cond = self.flow_cond(torch.cat([motion - ref_motion[:, None], motion], -1).flatten(0, 1))
+        grid, occlusion = self.flow_net(resize(ref_net, cfg.flow_size), tps, src, dst, cond)
+        occlusion = resize(occlusion, cfg.net_size)
+        return Warped(warp_image(ref_out, grid), warp_image(ref_net, grid), occlusion)
+
+    def _conditions(self, warped: Warped, motion: torch.Tensor, content: torch.Tensor, frames: int):
+        shared = {"warped": torch.cat([warped.net, warped.occlusion], 1), "frames": frames}
+        content = content.repeat_interleave(frames, 0)                           # (N, K, E)
+        cond = {"motion": motion.flatten(0, 1), "content": content}
+        uncond = {"motion": self.dit.null_motion.expand_as(cond["motion"]),
+                  "content": self.dit.null_content.expand_as(content)}
+        return shared, cond, uncond
+
+    def compose(self, warped: Warped, painted: torch.Tensor) -> torch.Tensor:
+        """Output at out_size: the sharp warped reference plus the denoiser's change of it."""
+        correction = painted - resize(warped.out, self.cfg.net_size)
+        return (warped.out + resize(correction, self.cfg.out_size)).clamp(-1, 1)
+
+    @torch.no_grad()
+    def decode(self, reference: torch.Tensor, ref_points: torch.Tensor, ref_motion: torch.Tensor,
+               motion: torch.Tensor, content: torch.Tensor, *, steps: int = 6, guidance: float = 1.0,
+               generator: torch.Generator | None = None, target_points: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames (B, T, 3, S, S) for motion (B, T, G*d) on each clip's reference.
+
+        `target_points` overrides the keypoints the motion implies (relative transfer)."""
+        b, t = motion.shape[:2]
+        if target_points is None:
+            target_points = ref_points[:, None] + self.displacement(motion, ref_motion)
+        warped = self.warp(reference, ref_points, target_points, ref_motion, motion)
+        shared, cond, uncond = self._conditions(warped, motion, content, t)
+        n = self.cfg.net_size
+        noise = torch.randn((b * t, 3, n, n), generator=generator, device=reference.device)
+        sigmas = karras_sigmas(steps, device=reference.device)
+        painted = sample(guided(self.denoiser, guidance, cond, uncond), noise, sigmas, cond=shared)
+        return self.compose(warped, painted).view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
+
+    # ------------------------------------------------------------------ training
+
+    def training_losses(self, batch: dict, generator: torch.Generator | None = None) -> tuple[dict, dict]:
+        """Cross-driven losses (content from half A, motion from half B, reconstruct B)."""
+        cfg = self.cfg
+        content_frames, target = batch["content"], batch["target"]              # (B,Ta,3,n,n), (B,Tb,3,S,S)
+        b, tb = target.shape[:2]
+        target_net = resize(target.flatten(0, 1), cfg.net_size)                  # (N, 3, n, n)
+        enc_a = self.encode(content_frames, generator)
+        enc_b = self.encode(target_net.view(b, tb, 3, cfg.net_size, cfg.net_size), generator)
+        ref_motion = enc_a.motion[torch.arange(b), batch["ref_index"]]           # (B, M)
+        ref_points = batch["ref_landmarks"]
+        disp_b = self.displacement(enc_b.motion, ref_motion)
+        disp_a = self.displacement(enc_a.motion, ref_motion)
+        loss_landmarks = ((disp_b - (batch["target_landmarks"] - ref_points[:, None])).abs().mean()
+                          + (disp_a - (batch["content_landmarks"] - ref_points[:, None])).abs().mean()) / 2
+        reference_net = content_frames[torch.arange(b), batch["ref_index"]]
+        kp_pred = self.keypoint_net(torch.cat([reference_net, target_net[::tb]]))
+        loss_keypoints = (kp_pred - torch.cat([ref_points, batch["target_landmarks"][:, 0]])).abs().mean()
+
+        warped = self.warp(batch["reference"], ref_points, ref_points[:, None] + disp_b, ref_motion, enc_b.motion)
+        target_flat = target.flatten(0, 1)
+        loss_warp = (warped.out - target_flat).abs().mean()
+
+        shared, cond, uncond = self._conditions(warped, enc_b.motion, enc_a.content, tb)
+        drop = torch.rand(b, generator=generator, device=target.device) < cfg.cond_dropout
+        drop = drop.repeat_interleave(tb)
+        for key in cond:
+            mask = drop.view(-1, *([1] * (cond[key].dim() - 1)))
+            cond[key] = torch.where(mask, uncond[key], cond[key])
+        sigma = sample_training_sigmas(b * tb, generator=generator, device=target.device)
+        noise = torch.randn(target_net.shape, generator=generator, device=target.device)
+        loss_diffusion = self.denoiser.loss(target_net, noise, sigma, **shared, **cond).mean()
+        rate = (enc_a.quant.rate_loss + enc_b.quant.rate_loss) / 2
+        losses = {"warp": loss_warp, "diffusion": loss_diffusion, "landmarks": loss_landmarks,
+                  "keypoints": loss_keypoints, "rate": rate}
+        with torch.no_grad():
+            mse = ((warped.out - target_flat) ** 2).mean((1, 2, 3)).clamp(min=1e-10)
+            metrics = {"warp_psnr": (10 * torch.log10(4.0 / mse)).mean().item(),
+                       "bits_soft": enc_b.quant.bits_soft.item(), "bits_hard": enc_b.quant.bits_hard.item(),
+                       "codes_min": enc_b.quant.distinct.min().item(),
+                       "codes_mean": enc_b.quant.distinct.float().mean().item(),
+                       "tau": float(self.quantizer.tau)}
+        return losses, metrics

@@ -1,0 +1,333 @@
+"""`facevid train`: the cross-driven BCD training loop (seed 001) with EMA, atomic resumable
+checkpoints, time boxes, PNG grids and plots, safetensors export, and PyTorch DDP
+(`torchrun --nproc_per_node N -m facevid train ...`: gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from facevid.config import ModelConfig, TrainConfig
+from facevid.errors import ConfigError, InputError
+from facevid.model.facevid import FaceVid
+
+CHECKPOINT = "checkpoint.pt"      # full resume state (model, EMA, optimizer, RNG, step)
+WEIGHTS = "model.safetensors"     # EMA inference weights with the config in the metadata
+
+
+@dataclass
+class TrainSummary:
+    run_dir: str
+    steps: int
+    minutes: float
+    frames_per_second: float
+    last: dict
+    weights: str
+    stopped: str          # "max_steps", "max_minutes" or "interrupted"
+
+
+# ---------------------------------------------------------------------------- distributed
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed(device: str) -> None:
+    rank, world = dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def all_reduce_gradients(model: torch.nn.Module, world: int) -> None:
+    """Average gradients over ranks (explicit so the loss code stays that of one process)."""
+    if world == 1:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+# ---------------------------------------------------------------------------- pieces
+
+def make_optimizer(model: FaceVid, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with per-module learning rates (encoder side, quantizer, decoder side)."""
+    groups = {"encoder": [], "quantizer": [], "decoder": []}
+    for name, param in model.named_parameters():
+        if name.startswith(("encoder.", "keypoint_net.")):
+            groups["encoder"].append(param)
+        elif name.startswith("quantizer."):
+            groups["quantizer"].append(param)
+        else:
+            groups["decoder"].append(param)
+    rates = {"encoder": cfg.lr_encoder, "quantizer": cfg.lr_quantizer, "decoder": cfg.lr_decoder}
+    return torch.optim.AdamW([{"params": p, "lr": rates[k], "base_lr": rates[k], "name": k}
+                              for k, p in groups.items() if p], weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, step: int, warmup: int) -> None:
+    scale = min(1.0, (step + 1) / max(1, warmup))
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * scale
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export_weights(model: FaceVid, path: Path, extra: dict | None = None) -> Path:
+    """Inference weights as safetensors; the ModelConfig lives in the file's metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "facevid", "config": json.dumps(asdict(model.cfg))}
+    metadata.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def load_weights(path: str | Path, device: str = "cpu") -> FaceVid:
+    """A FaceVid from a safetensors file written by export_weights (no pickle)."""
+    from safetensors import SafetensorError, safe_open
+
+    from facevid.config import from_dict
+
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "facevid" or "config" not in meta:
+                raise InputError(f"{path} is not a facevid weights file")
+            cfg = from_dict(ModelConfig, json.loads(meta["config"]), "model config")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read weights {path}: {error}") from error
+    model = FaceVid(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(f"{path} does not match the model (missing {len(missing)}, unexpected {len(unexpected)})")
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------- data
+
+def resolve_clips(data: str | Path, run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, progress: bool):
+    """Training clips from a prepared cache, or a folder of videos prepared into run_dir/cache."""
+    from facevid.data import load_cache
+    from facevid.prepare import prepare
+
+    data = Path(data)
+    if not data.exists():
+        raise InputError(f"training data {data} does not exist")
+    if not (data / "manifest.json").exists():
+        cache = run_dir / "cache"
+        rank, world = dist_info()
+        if rank == 0:
+            prepare(data, cache, size=max(256, model_cfg.out_size), margin=model_cfg.crop_margin, progress=progress)
+        if world > 1:
+            torch.distributed.barrier()
+        data = cache
+    clips = load_cache(data, exclude=set(cfg.eval_identities), min_frames=cfg.content_frames + cfg.target_frames)
+    if not clips and cfg.synthetic_prob < 1:
+        raise InputError(f"{data} has no clip of at least {cfg.content_frames + cfg.target_frames} frames "
+                         "with a face (outside the held-out identities)")
+    return clips
+
+
+def make_sampler(clips, cfg: TrainConfig, model_cfg: ModelConfig, seed: int):
+    from facevid.data import BatchSampler
+
+    return BatchSampler(clips, out_size=model_cfg.out_size, net_size=model_cfg.net_size,
+                        clips_per_batch=cfg.clips_per_batch, content_frames=cfg.content_frames,
+                        target_frames=cfg.target_frames, stride2_prob=cfg.stride2_prob, flip_prob=cfg.flip_prob,
+                        synthetic_prob=cfg.synthetic_prob, seed=seed)
+
+
+# ---------------------------------------------------------------------------- loop
+
+class _StopFlag:
+    """First Ctrl-C/SIGTERM asks the loop to save and stop after this step; a second one aborts."""
+
+    def __init__(self):
+        self.reason = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.reason is not None:
+            raise KeyboardInterrupt
+        self.reason = "interrupted"
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train_step(model, optimizer, batch, generator, cfg: TrainConfig, world: int) -> dict:
+    weights = {"warp": cfg.loss_warp, "diffusion": cfg.loss_diffusion, "landmarks": cfg.loss_landmarks,
+               "keypoints": cfg.loss_keypoints, "rate": 1.0}
+    losses, metrics = model.training_losses(batch, generator)
+    total = sum(weights[k] * v for k, v in losses.items())
+    if not torch.isfinite(total):
+        raise FloatingPointError(f"training loss is not finite ({ {k: v.item() for k, v in losses.items()} })")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    all_reduce_gradients(model, world)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    model.quantizer.step_temperature()
+    return {**{k: v.item() for k, v in losses.items()}, "total": total.item(), **metrics}
+
+
+def _state(model, ema, optimizer, generator, sampler, step, elapsed, history, cfg) -> dict:
+    return {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(), "sampler": sampler.state(), "step": step, "elapsed": elapsed,
+            "history": history, "train_config": asdict(cfg), "torch_rng": torch.get_rng_state()}
+
+
+def _restore(path: Path, model, ema, optimizer, generator, sampler):
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    sampler.set_state(state["sampler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"], state["elapsed"], state["history"]
+
+
+def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
+          init_weights: str | Path | None = None, progress: bool = True, log=print) -> TrainSummary:
+    """Train (or resume) a FaceVid model on `data`; everything is written under `run_dir`."""
+    rank, world = dist_info()
+    init_distributed(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / CHECKPOINT
+    if checkpoint.exists() and not resume:
+        raise ConfigError(f"{run_dir} already holds a training run (use --resume to continue it)")
+    if resume and not checkpoint.exists():
+        raise InputError(f"nothing to resume: {checkpoint} does not exist")
+    model_cfg = cfg.model_config()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clips = resolve_clips(data, run_dir, cfg, model_cfg, progress and rank == 0)
+    sampler = make_sampler(clips, cfg, model_cfg, seed=cfg.seed * 1000 + rank)
+    torch.manual_seed(cfg.seed)
+    model = FaceVid(model_cfg)
+    if init_weights is not None:
+        model.load_state_dict(load_weights(init_weights).state_dict())
+    model = model.to(cfg.device).train()
+    ema = copy.deepcopy(model).eval()
+    optimizer = make_optimizer(model, cfg)
+    generator = torch.Generator(cfg.device).manual_seed(cfg.seed * 1000 + rank)
+    step, elapsed, history = 0, 0.0, []
+    if resume:
+        step, elapsed, history = _restore(checkpoint, model, ema, optimizer, generator, sampler)
+    if rank == 0:
+        (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    from facevid.trainviz import GridMaker
+
+    grids = GridMaker(clips, cfg, model_cfg) if rank == 0 else None
+    return _loop(model, ema, optimizer, generator, sampler, cfg, run_dir, step, elapsed, history, grids,
+                 progress and rank == 0, log)
+
+
+def _loop(model, ema, optimizer, generator, sampler, cfg, run_dir, step, elapsed, history, grids, progress, log):
+    from facevid.progress import progress_bar
+    from facevid.report import save_training_plot
+
+    rank, world = dist_info()
+    start, last_save, frames_seen = time.monotonic() - elapsed, time.monotonic(), 0
+    per_step = cfg.clips_per_batch * cfg.target_frames * world
+    reason = "max_steps"
+    record = {}
+    with _StopFlag() as stop, progress_bar("train", cfg.max_steps, enabled=progress) as advance:
+        advance(step)
+        tick = time.monotonic()
+        while step < cfg.max_steps:
+            if cfg.max_minutes and time.monotonic() - start >= cfg.max_minutes * 60:
+                reason = "max_minutes"
+                break
+            if stop.reason:
+                reason = stop.reason
+                break
+            set_learning_rate(optimizer, step, cfg.warmup_steps)
+            record = train_step(model, optimizer, sampler.sample(), generator, cfg, world)
+            update_ema(ema, model, cfg.ema_decay if step >= cfg.warmup_steps else 0.0)
+            step += 1
+            frames_seen += per_step
+            advance(1)
+            if step % cfg.log_every == 0 and rank == 0:
+                now = time.monotonic()
+                record.update(step=step, minutes=(now - start) / 60,
+                              frames_per_second=cfg.log_every * per_step / max(now - tick, 1e-9))
+                tick = now
+                history.append(record)
+                with open(run_dir / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if not progress:
+                    log(_log_line(record))
+            if grids is not None and cfg.sample_every and step % cfg.sample_every == 0:
+                grids.save(ema, run_dir / f"grid_{step:07d}.png")
+            if rank == 0 and time.monotonic() - last_save >= cfg.checkpoint_minutes * 60:
+                _save(model, ema, optimizer, generator, sampler, step, start, history, cfg, run_dir)
+                last_save = time.monotonic()
+    minutes = (time.monotonic() - start) / 60
+    weights = run_dir / WEIGHTS
+    if rank == 0:
+        _save(model, ema, optimizer, generator, sampler, step, start, history, cfg, run_dir)
+        if history:
+            save_training_plot(history, run_dir / "training.png", model.cfg.rate_target)
+        if grids is not None:
+            grids.save(ema, run_dir / "grid_last.png")
+    if world > 1:
+        torch.distributed.barrier()
+    fps = history[-1]["frames_per_second"] if history else 0.0
+    return TrainSummary(str(run_dir), step, minutes, fps, record, str(weights), reason)
+
+
+def _save(model, ema, optimizer, generator, sampler, step, start, history, cfg, run_dir):
+    elapsed = time.monotonic() - start
+    atomic_torch_save(_state(model, ema, optimizer, generator, sampler, step, elapsed, history, cfg),
+                      run_dir / CHECKPOINT)
+    export_weights(ema, run_dir / WEIGHTS, {"steps": step, "minutes": round(elapsed / 60, 2)})
+
+
+def _log_line(record: dict) -> str:
+    return (f"step {record['step']:>7} | loss {record['total']:.4f} (warp {record['warp']:.4f}, "
+            f"diff {record['diffusion']:.4f}, lmk {record['landmarks']:.4f}) | "
+            f"bits {record['bits_hard']:.1f} hard / {record['bits_soft']:.1f} soft | "
+            f"codes {record['codes_mean']:.1f} | warp {record['warp_psnr']:.2f} dB | "
+            f"{record['frames_per_second']:.1f} frames/s")
+

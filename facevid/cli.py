@@ -138,7 +138,7 @@ def _read_holdout(path: Optional[Path]) -> Optional[tuple[str, ...]]:
 @app.command(epilog="Example: facevid train ./my_videos -o runs/me --preset small --max-minutes 60")
 @_friendly
 def train(
-    data: Path = typer.Argument(..., help="Folder of videos, or a cache made by `facevid prepare`."),
+    data: list[Path] = typer.Argument(..., help="Folders of videos and/or caches made by `facevid prepare`."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder: checkpoints, weights, grids, logs."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Model size: tiny, small or paper."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of training settings."),
@@ -170,6 +170,9 @@ def train(
     else:
         print(f"{summary.steps} steps ({summary.stopped}) in {summary.minutes:.1f} min, "
               f"{summary.frames_per_second:.1f} frames/s -> {summary.weights}", file=sys.stderr)
+    if summary.stopped == "interrupted":
+        print(f"facevid: interrupted at step {summary.steps}; saved, continue with --resume", file=sys.stderr)
+        raise typer.Exit(130)
 
 
 def main(argv: list[str] | None = None) -> None:

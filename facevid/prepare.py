@@ -49,18 +49,24 @@ def find_media(folder: Path, images: bool) -> list[Path]:
 
 
 def read_labels(path: Path | None) -> dict[str, str]:
-    """A CSV/TSV with a path column ('path', 'local' or 'file') and an 'identity' column."""
+    """A CSV/TSV with an 'identity' column and path columns ('local', 'path' or 'file');
+    every path column is a key, so paths relative to the videos folder or to anywhere else
+    in it match."""
     if path is None:
         return {}
     try:
         text = Path(path).read_text()
     except OSError as error:
         raise InputError(f"cannot read labels file {path}: {error.strerror}") from error
-    rows = list(csv.DictReader(text.splitlines(), delimiter="\t" if "\t" in text.splitlines()[0] else ","))
-    key = next((k for k in ("path", "local", "file") if rows and k in rows[0]), None)
-    if key is None or "identity" not in rows[0]:
+    lines = text.splitlines()
+    rows = list(csv.DictReader(lines, delimiter="\t" if lines and "\t" in lines[0] else ","))
+    keys = [k for k in ("local", "path", "file") if rows and k in rows[0]]
+    if not keys or "identity" not in rows[0]:
         raise InputError(f"labels file {path} needs a 'path' (or 'local') column and an 'identity' column")
-    return {row[key]: row["identity"] for row in rows if row.get("identity")}
+    labels: dict[str, str] = {}
+    for key in reversed(keys):   # 'local' wins over 'path' where both match
+        labels.update({row[key]: row["identity"] for row in rows if row.get("identity") and row.get(key)})
+    return labels
 
 
 def clip_name(relative: Path) -> str:
@@ -170,6 +176,9 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
             relative = path.relative_to(videos)
             if str(relative) in done:
                 summary.resumed += 1
+                for entry in manifest["clips"]:   # labels given now update earlier clips
+                    if entry["source"] == str(relative) and str(relative) in identity:
+                        entry["identity"] = identity[str(relative)]
                 advance(1)
                 continue
             name = clip_name(relative)
@@ -185,7 +194,40 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
                 summary.added += 1
             _atomic_json(cache / "manifest.json", manifest)
             advance(1)
+    _atomic_json(cache / "manifest.json", manifest)
     summary.clips = len(manifest["clips"])
     summary.frames = sum(c["frames"] for c in manifest["clips"])
     summary.skipped = manifest["skipped"]
     return summary
+
+
+def write_synthetic_cache(cache: str | Path, *, clips: int = 32, frames: int = 48, size: int = 128,
+                          seed: int = 0) -> PrepareSummary:
+    """A cache of procedurally rendered talking heads (facevid.synthetic) with exact landmarks.
+
+    The renders are already aligned crops, so no tracking is needed; each clip is one
+    identity. Used by tests and as extra training data with known factors."""
+    from facevid import synthetic
+
+    cache = Path(cache)
+    (cache / "clips").mkdir(parents=True, exist_ok=True)
+    manifest = {"format": "facevid-cache", "version": CACHE_VERSION,
+                "crop": {"size": size, "margin": None, "center_y": None, "synthetic": True},
+                "clips": [], "skipped": []}
+    rng = np.random.default_rng(seed)
+    for i in range(clips):
+        identity = synthetic.random_identity(rng)
+        motions = synthetic.random_motion_sequence(rng, frames)
+        video = synthetic.render_clip(identity, motions, size=size)
+        marks = np.stack([synthetic.landmarks(identity, m, size=size) for m in motions]).astype(np.float32)
+        name = f"synthetic_{seed}_{i:04d}"
+        stem = cache / "clips" / name
+        np.save(stem.with_suffix(".npy"), video)
+        np.savez(stem.with_suffix(".npz"), index=np.arange(frames), landmarks68=marks,
+                 motion=np.stack([synthetic.motion_vector(m) for m in motions]).astype(np.float32),
+                 identity=synthetic.identity_vector(identity).astype(np.float32))
+        manifest["clips"].append({"name": name, "source": f"synthetic:{seed}:{i}", "identity": name,
+                                  "frames": frames, "frames_total": frames, "faceless": 0, "fps": 25.0,
+                                  "width": size, "height": size, "has_audio": False, "is_image": False})
+    _atomic_json(cache / "manifest.json", manifest)
+    return PrepareSummary(cache=str(cache), clips=clips, added=clips, frames=clips * frames)

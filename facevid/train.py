@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -58,6 +59,20 @@ def all_reduce_gradients(model: torch.nn.Module, world: int) -> None:
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def check_ranks_agree(model: torch.nn.Module, run_dir: Path) -> None:
+    """Every rank must hold the same weights after training; rank 0 writes ddp_ranks.json."""
+    with torch.no_grad():
+        total = torch.stack([p.double().abs().sum() for p in model.parameters()]).sum().reshape(1)
+    rank, world = dist_info()
+    gathered = [torch.zeros_like(total) for _ in range(world)]
+    torch.distributed.all_gather(gathered, total)
+    sums = [g.item() for g in gathered]
+    if rank == 0:
+        (run_dir / "ddp_ranks.json").write_text(json.dumps({"world_size": world, "weight_sums": sums}))
+    if max(sums) - min(sums) > 1e-9 * max(abs(x) for x in sums):
+        raise RuntimeError(f"DDP ranks disagree after training: {sums}")
 
 
 # ---------------------------------------------------------------------------- pieces
@@ -134,26 +149,30 @@ def load_weights(path: str | Path, device: str = "cpu") -> FaceVid:
 
 # ---------------------------------------------------------------------------- data
 
-def resolve_clips(data: str | Path, run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, progress: bool):
-    """Training clips from a prepared cache, or a folder of videos prepared into run_dir/cache."""
+def resolve_clips(data, run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, progress: bool):
+    """Training clips from prepared caches and/or folders of videos (prepared into run_dir/cache)."""
     from facevid.data import load_cache
     from facevid.prepare import prepare
 
-    data = Path(data)
-    if not data.exists():
-        raise InputError(f"training data {data} does not exist")
-    if not (data / "manifest.json").exists():
-        cache = run_dir / "cache"
-        rank, world = dist_info()
-        if rank == 0:
-            prepare(data, cache, size=max(256, model_cfg.out_size), margin=model_cfg.crop_margin, progress=progress)
-        if world > 1:
-            torch.distributed.barrier()
-        data = cache
-    clips = load_cache(data, exclude=set(cfg.eval_identities), min_frames=cfg.content_frames + cfg.target_frames)
+    clips = []
+    sources = [data] if isinstance(data, (str, Path)) else list(data)
+    for i, source in enumerate(map(Path, sources)):
+        if not source.exists():
+            raise InputError(f"training data {source} does not exist")
+        if not (source / "manifest.json").exists():
+            cache = run_dir / f"cache{i}"
+            rank, world = dist_info()
+            if rank == 0:
+                prepare(source, cache, size=max(256, model_cfg.out_size), margin=model_cfg.crop_margin,
+                        progress=progress)
+            if world > 1:
+                torch.distributed.barrier()
+            source = cache
+        clips += load_cache(source, exclude=set(cfg.eval_identities),
+                            min_frames=cfg.content_frames + cfg.target_frames)
     if not clips and cfg.synthetic_prob < 1:
-        raise InputError(f"{data} has no clip of at least {cfg.content_frames + cfg.target_frames} frames "
-                         "with a face (outside the held-out identities)")
+        raise InputError(f"no clip of at least {cfg.content_frames + cfg.target_frames} frames with a face "
+                         "in the training data (outside the held-out identities)")
     return clips
 
 
@@ -240,8 +259,14 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
     if resume and not checkpoint.exists():
         raise InputError(f"nothing to resume: {checkpoint} does not exist")
     model_cfg = cfg.model_config()
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    clips = resolve_clips(data, run_dir, cfg, model_cfg, progress and rank == 0)
+    try:
+        clips = resolve_clips(data, run_dir, cfg, model_cfg, progress and rank == 0)
+    except BaseException:
+        if created and rank == 0:   # a run that never started leaves nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     sampler = make_sampler(clips, cfg, model_cfg, seed=cfg.seed * 1000 + rank)
     torch.manual_seed(cfg.seed)
     model = FaceVid(model_cfg)
@@ -312,7 +337,7 @@ def _loop(model, ema, optimizer, generator, sampler, cfg, run_dir, step, elapsed
         if grids is not None:
             grids.save(ema, run_dir / "grid_last.png")
     if world > 1:
-        torch.distributed.barrier()
+        check_ranks_agree(model, run_dir)
     fps = history[-1]["frames_per_second"] if history else 0.0
     return TrainSummary(str(run_dir), step, minutes, fps, record, str(weights), reason)
 

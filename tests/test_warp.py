@@ -152,10 +152,10 @@ def flow_inputs(batch: int = 2, size: int = 32, cond_dim: int = 8):
 
 def test_flownet_starts_as_the_tps_warp():
     torch.manual_seed(0)
-    net = FlowNet(in_channels=3, cond_dim=8, channels=(8, 16, 32))
-    reference, grid, source, target, cond = flow_inputs()
+    net = FlowNet(in_channels=3, cond_dim=8)  # the default (32, 64, 128) at 64 x 64
+    reference, grid, source, target, cond = flow_inputs(size=64)
     out_grid, occlusion = net(reference, grid, source, target, cond)
-    assert out_grid.shape == (2, 32, 32, 2) and occlusion.shape == (2, 1, 32, 32)
+    assert out_grid.shape == (2, 64, 64, 2) and occlusion.shape == (2, 1, 64, 64)
     assert torch.equal(out_grid, grid)
     assert occlusion.min() > 0.9 and occlusion.max() < 1
 

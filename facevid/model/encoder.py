@@ -89,7 +89,7 @@ class KeypointNet(nn.Module):
             cin = cout
         self.features = nn.Sequential(*layers)
         self.heatmaps = nn.Conv2d(cin, keypoints, 3, padding=1)
-        self.temperature = nn.Parameter(torch.tensor(3.0))
+        self.temperature = nn.Parameter(torch.tensor(0.0))  # log scale of the heatmap logits
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = self.heatmaps(self.features(image)) * self.temperature.exp()   # (N, K, h, w)

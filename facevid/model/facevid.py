@@ -4,8 +4,10 @@ encoder → content (K tokens) + motion features → group VQ (bitrate-controlle
   keypoints: reference landmarks (KeypointNet) + a linear map of the motion-code change
   → thin-plate-spline warp of the reference, refined by FlowNet (residual flow, occlusion)
   → EDM DiT denoiser at net_size conditioned on the warped reference, the motion (adaLN)
-    and the content tokens (concatenated) paints what warping cannot show
-  → output at out_size = warped reference + upsampled low-frequency correction.
+    and the content tokens (concatenated) generates the residual target − warped
+    reference: what warping cannot show (mouth interior, eyelids, shading)
+  → output at out_size = warped reference + the residual upsampled. An undertrained
+    denoiser shrinks the residual towards 0, so the output degrades to the warp, not noise.
 The linear landmark head makes motion composable: a driver's change of codes maps to a
 change of landmarks on any face (relative transfer), and the codes cannot collapse to
 "copy the reference" because they must predict the landmark displacement.
@@ -13,6 +15,7 @@ change of landmarks on any face (relative transfer), and the codes cannot collap
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -58,9 +61,12 @@ class FaceVid(nn.Module):
         self.encoder = Encoder(cfg)
         self.quantizer = GroupQuantizer(dim=cfg.enc_dim, groups=cfg.vq_groups, codebook_size=cfg.vq_codebook,
                                         code_dim=cfg.vq_code_dim, rate_target=cfg.rate_target,
-                                        rate_weight=cfg.rate_weight, tau_max=cfg.tau_max, tau_min=cfg.tau_min,
-                                        tau_decay=cfg.tau_decay)
+                                        rate_weight=cfg.rate_weight, sharpness_weight=cfg.vq_sharpness,
+                                        tau_max=cfg.tau_max, tau_min=cfg.tau_min, tau_decay=cfg.tau_decay,
+                                        scale_init=cfg.vq_scale_init, usage_momentum=cfg.vq_usage_momentum,
+                                        normalize=cfg.vq_normalize, gumbel_scale=cfg.vq_gumbel_scale)
         self.landmark_head = nn.Linear(cfg.motion_dim, cfg.keypoints * 2, bias=False)
+        nn.init.zeros_(self.landmark_head.weight)   # start from "no motion": the warp copies the reference
         self.keypoint_net = KeypointNet(cfg.keypoints)
         self.flow_cond = nn.Sequential(nn.Linear(2 * cfg.motion_dim, 128), nn.SiLU(), nn.Linear(128, 128))
         self.flow_net = FlowNet(in_channels=3, cond_dim=128, channels=cfg.flow_channels,
@@ -111,22 +117,24 @@ class FaceVid(nn.Module):
         return Warped(warp_image(ref_out, grid), warp_image(ref_net, grid), occlusion)
 
     def _conditions(self, warped: Warped, motion: torch.Tensor, content: torch.Tensor, frames: int):
-        shared = {"warped": torch.cat([warped.net, warped.occlusion], 1), "frames": frames}
+        # the diffusion loss trains the occlusion mask but not the warp (the warp loss does)
+        shared = {"warped": torch.cat([warped.net.detach(), warped.occlusion], 1), "frames": frames}
         content = content.repeat_interleave(frames, 0)                           # (N, K, E)
         cond = {"motion": motion.flatten(0, 1), "content": content}
         uncond = {"motion": self.dit.null_motion.expand_as(cond["motion"]),
                   "content": self.dit.null_content.expand_as(content)}
         return shared, cond, uncond
 
-    def compose(self, warped: Warped, painted: torch.Tensor) -> torch.Tensor:
-        """Output at out_size: the sharp warped reference plus the denoiser's change of it."""
-        correction = painted - resize(warped.out, self.cfg.net_size)
-        return (warped.out + resize(correction, self.cfg.out_size)).clamp(-1, 1)
+    def compose(self, warped: Warped, residual: torch.Tensor) -> torch.Tensor:
+        """Output at out_size: the sharp warped reference plus the denoised residual
+        (what warping cannot show), upsampled from net_size."""
+        return (warped.out + resize(residual, self.cfg.out_size)).clamp(-1, 1)
 
     @torch.no_grad()
     def decode(self, reference: torch.Tensor, ref_points: torch.Tensor, ref_motion: torch.Tensor,
                motion: torch.Tensor, content: torch.Tensor, *, steps: int = 6, guidance: float = 1.0,
-               generator: torch.Generator | None = None, target_points: torch.Tensor | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, target_points: torch.Tensor | None = None,
+               sigma_max: float | None = None) -> torch.Tensor:
         """Frames (B, T, 3, S, S) for motion (B, T, G*d) on each clip's reference.
 
         `target_points` overrides the keypoints the motion implies (relative transfer)."""
@@ -137,9 +145,9 @@ class FaceVid(nn.Module):
         shared, cond, uncond = self._conditions(warped, motion, content, t)
         n = self.cfg.net_size
         noise = torch.randn((b * t, 3, n, n), generator=generator, device=reference.device)
-        sigmas = karras_sigmas(steps, device=reference.device)
-        painted = sample(guided(self.denoiser, guidance, cond, uncond), noise, sigmas, cond=shared)
-        return self.compose(warped, painted).view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
+        sigmas = karras_sigmas(steps, sigma_max=sigma_max or self.cfg.sample_sigma_max, device=reference.device)
+        residual = sample(guided(self.denoiser, guidance, cond, uncond), noise, sigmas, cond=shared)
+        return self.compose(warped, residual).view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
 
     # ------------------------------------------------------------------ training
 
@@ -155,11 +163,12 @@ class FaceVid(nn.Module):
         ref_points = batch["ref_landmarks"]
         disp_b = self.displacement(enc_b.motion, ref_motion)
         disp_a = self.displacement(enc_a.motion, ref_motion)
-        loss_landmarks = ((disp_b - (batch["target_landmarks"] - ref_points[:, None])).abs().mean()
-                          + (disp_a - (batch["content_landmarks"] - ref_points[:, None])).abs().mean()) / 2
+        pixels = cfg.net_size / 2   # landmark losses in pixels at net_size (coordinates span 2)
+        loss_landmarks = pixels * ((disp_b - (batch["target_landmarks"] - ref_points[:, None])).abs().mean()
+                                   + (disp_a - (batch["content_landmarks"] - ref_points[:, None])).abs().mean()) / 2
         reference_net = content_frames[torch.arange(b), batch["ref_index"]]
         kp_pred = self.keypoint_net(torch.cat([reference_net, target_net[::tb]]))
-        loss_keypoints = (kp_pred - torch.cat([ref_points, batch["target_landmarks"][:, 0]])).abs().mean()
+        loss_keypoints = pixels * (kp_pred - torch.cat([ref_points, batch["target_landmarks"][:, 0]])).abs().mean()
 
         warped = self.warp(batch["reference"], ref_points, ref_points[:, None] + disp_b, ref_motion, enc_b.motion)
         target_flat = target.flatten(0, 1)
@@ -171,15 +180,22 @@ class FaceVid(nn.Module):
         for key in cond:
             mask = drop.view(-1, *([1] * (cond[key].dim() - 1)))
             cond[key] = torch.where(mask, uncond[key], cond[key])
-        sigma = sample_training_sigmas(b * tb, generator=generator, device=target.device)
+        # σ ~ lognormal as in EDM, shifted to the residual's scale (P_mean -1.2 at σ_data 0.5)
+        sigma = sample_training_sigmas(b * tb, p_mean=-1.2 + math.log(cfg.sigma_data / 0.5), generator=generator,
+                                       device=target.device)
         noise = torch.randn(target_net.shape, generator=generator, device=target.device)
-        loss_diffusion = self.denoiser.loss(target_net, noise, sigma, **shared, **cond).mean()
+        residual = target_net - warped.net.detach()
+        loss_diffusion = self.denoiser.loss(residual, noise, sigma, **shared, **cond).mean()
         rate = (enc_a.quant.rate_loss + enc_b.quant.rate_loss) / 2
         losses = {"warp": loss_warp, "diffusion": loss_diffusion, "landmarks": loss_landmarks,
                   "keypoints": loss_keypoints, "rate": rate}
         with torch.no_grad():
             mse = ((warped.out - target_flat) ** 2).mean((1, 2, 3)).clamp(min=1e-10)
+            copy = ((batch["reference"].repeat_interleave(tb, 0) - target_flat) ** 2).mean((1, 2, 3)).clamp(min=1e-10)
+            still = (batch["target_landmarks"] - ref_points[:, None]).abs().mean() * pixels
             metrics = {"warp_psnr": (10 * torch.log10(4.0 / mse)).mean().item(),
+                       "copy_psnr": (10 * torch.log10(4.0 / copy)).mean().item(),
+                       "landmarks_still": still.item(),
                        "bits_soft": enc_b.quant.bits_soft.item(), "bits_hard": enc_b.quant.bits_hard.item(),
                        "codes_min": enc_b.quant.distinct.min().item(),
                        "codes_mean": enc_b.quant.distinct.float().mean().item(),

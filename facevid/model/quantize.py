@@ -66,7 +66,8 @@ class GroupQuantizer(nn.Module):
     def __init__(self, *, dim: int, groups: int, codebook_size: int, code_dim: int, rate_target: float,
                  rate_weight: float = 0.04, sharpness_weight: float = 0.01,
                  tau_max: float = 2.0, tau_min: float = 0.5, tau_decay: float = 0.9999,
-                 scale_init: float = 1.0, learn_scale: bool = True):
+                 scale_init: float = 1.0, learn_scale: bool = True, usage_momentum: float = 0.0,
+                 normalize: bool = False, gumbel_scale: float = 1.0):
         super().__init__()
         if min(dim, groups, code_dim) < 1 or codebook_size < 2:
             raise ConfigError(f"quantizer sizes must be positive with codebook_size >= 2, got dim={dim}, "
@@ -87,6 +88,22 @@ class GroupQuantizer(nn.Module):
         else:
             self.register_buffer("log_scale", log_scale)
         self.register_buffer("tau", torch.tensor(float(tau_max), dtype=torch.float32))
+        # Running code usage (G, V): with usage_momentum > 0 the rate is the entropy of
+        # (1 - m) * p̄_batch + m * usage, so a small batch of similar frames is not forced to
+        # spread over many codes to meet a rate that is a property of the whole data set.
+        self.usage_momentum = usage_momentum
+        # normalize: motion vectors and codes live on the unit sphere per group (cosine
+        # distance), so no code wins every input just by having a small norm (collapse).
+        self.normalize = normalize
+        # gumbel_scale < 1 damps the sampling noise: where within-clip motion is a small part
+        # of the feature variance, full-scale noise lets training rely on random codes that
+        # argmax (inference) never produces; 0 gives deterministic straight-through argmax.
+        self.gumbel_scale = gumbel_scale
+        # Standardize the projected motion with running batch statistics first: at init the
+        # features of all frames share one large common component, which would send every
+        # frame to the same code (measured: 1 distinct code over 144 frames after training).
+        self.standardize = nn.BatchNorm1d(groups * code_dim, affine=False, momentum=0.01) if normalize else None
+        self.register_buffer("usage", torch.full((groups, codebook_size), 1.0 / codebook_size))
 
     @property
     def scale(self) -> Tensor:
@@ -108,16 +125,23 @@ class GroupQuantizer(nn.Module):
         m = motion.float().reshape(-1, self.groups, self.code_dim)  # (N, G, d)
         # ||m - e||^2 = ||m||^2 - 2 m.e + ||e||^2; ||m||^2 is constant over j and cancels in the softmax,
         # so it is left out (better precision at large s, no (N, G, V, d) intermediate).
-        cross = torch.einsum("ngd,gvd->ngv", m, self.codebooks)  # (N, G, V)
-        sq_norm = self.codebooks.pow(2).sum(-1)  # (G, V)
+        codebooks = self.code_vectors()
+        if self.normalize:
+            m = F.normalize(m, dim=-1)
+        cross = torch.einsum("ngd,gvd->ngv", m, codebooks)  # (N, G, V)
+        sq_norm = codebooks.pow(2).sum(-1)  # (G, V)
         return self.scale * (2.0 * cross - sq_norm)
+
+    def code_vectors(self) -> Tensor:
+        """The (G, V, d) codebook as used: unit vectors when `normalize` is set."""
+        return F.normalize(self.codebooks, dim=-1) if self.normalize else self.codebooks
 
     def embed_codes(self, codes: Tensor) -> Tensor:
         """(..., G) code indices → (..., G*d) codebook vectors (used to decode stored motion)."""
         if codes.shape[-1:] != (self.groups,):
             raise ValueError(f"codes must end in {self.groups} groups, got shape {tuple(codes.shape)}")
         group = torch.arange(self.groups, device=codes.device)
-        vectors = self.codebooks[group, codes.long()]  # (..., G, d)
+        vectors = self.code_vectors()[group, codes.long()]  # (..., G, d)
         return vectors.flatten(-2)
 
     def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> QuantizerOutput:
@@ -125,17 +149,26 @@ class GroupQuantizer(nn.Module):
         if x.shape[-1] != self.dim or x[..., 0].numel() == 0:
             raise ValueError(f"expected a non-empty input (..., {self.dim}), got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
-        logits = self.logits(self.proj_in(x.reshape(-1, self.dim)))  # (N, G, V)
+        projected = self.proj_in(x.reshape(-1, self.dim))
+        if self.standardize is not None and (projected.shape[0] > 1 or not self.training):
+            projected = self.standardize(projected)
+        logits = self.logits(projected)  # (N, G, V)
         log_p = F.log_softmax(logits, dim=-1)
         p = log_p.exp()
         argmax = logits.argmax(-1)  # (N, G)
         if self.training:
             weights, codes = self._sample(logits, generator)  # (N, G, V) one-hot forward, soft backward
-            quantized = torch.einsum("ngv,gvd->ngd", weights, self.codebooks).flatten(-2)  # (N, G*d)
+            quantized = torch.einsum("ngv,gvd->ngd", weights, self.code_vectors()).flatten(-2)  # (N, G*d)
         else:
             codes = argmax
             quantized = self.embed_codes(codes)  # (N, G*d)
-        bits_soft = _entropy_bits(p.mean(0)).sum()
+        p_bar = p.mean(0)  # (G, V)
+        if self.training and self.usage_momentum > 0:
+            m = self.usage_momentum
+            p_bar = (1 - m) * p_bar + m * self.usage
+            with torch.no_grad():
+                self.usage.copy_(p_bar.detach())
+        bits_soft = _entropy_bits(p_bar).sum()
         per_sample = -(p * log_p).sum(-1) / math.log(2.0)  # (N, G) bits
         with torch.no_grad():
             bits_hard, distinct = _histogram_bits(argmax, self.codebook_size)
@@ -146,7 +179,8 @@ class GroupQuantizer(nn.Module):
 
     def _sample(self, logits: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Straight-through gumbel-softmax: exact one-hot weights forward, soft gradient backward."""
-        noisy = (logits + _gumbel_noise(logits.shape, generator, logits.device)) / self.tau
+        noise = _gumbel_noise(logits.shape, generator, logits.device) if self.gumbel_scale else 0.0
+        noisy = (logits + self.gumbel_scale * noise) / self.tau
         soft = noisy.softmax(-1)  # (N, G, V)
         codes = noisy.argmax(-1)  # (N, G)
         hard = F.one_hot(codes, self.codebook_size).to(soft.dtype)

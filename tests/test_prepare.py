@@ -1,0 +1,67 @@
+"""`facevid prepare`: a folder of videos → a resumable crop cache; bad files are skipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from facevid.data import load_cache
+from facevid.prepare import load_manifest
+
+from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
+
+
+def _folder(tmp_path, moving_clip):
+    videos = tmp_path / "videos"
+    (videos / "alice").mkdir(parents=True)
+    (videos / "bob" / "deep").mkdir(parents=True)
+    shutil.copy(moving_clip[0], videos / "alice" / "talk.mp4")
+    shutil.copy(moving_clip[0], videos / "bob" / "deep" / "again.mov.mp4")
+    (videos / "bob" / "broken.mp4").write_text("not a video")
+    _no_face_clip(videos / "bob" / "noise.mp4")
+    (videos / "notes.txt").write_text("ignored: not a video suffix")
+    return videos
+
+
+def test_prepare_crops_skips_and_resumes(capsys, tmp_path, moving_clip):
+    videos = _folder(tmp_path, moving_clip)
+    cache = tmp_path / "cache"
+    code, out, err = run_cli(capsys, "prepare", videos, "-o", cache, "--size", 64, "--json", "-q")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["added"] == 2 and len(summary["skipped"]) == 2
+    assert err.count("warning: skipped") == 2 and "broken.mp4" in err and "noise.mp4" in err
+    manifest = load_manifest(cache)
+    assert {c["identity"] for c in manifest["clips"]} == {"alice", "deep"}
+    clip = manifest["clips"][0]
+    crops = np.load(cache / "clips" / f"{clip['name']}.npy", mmap_mode="r")
+    assert crops.shape == (40, 64, 64, 3) and clip["frames"] == 40
+    marks = np.load(cache / "clips" / f"{clip['name']}.npz")
+    assert marks["landmarks68"].shape == (40, 68, 2) and marks["landmarks5"].shape == (40, 5, 2)
+    # landmarks land on the aligned face: eyes in the upper half of the crop, nose near the middle
+    assert 0.3 * 64 < marks["landmarks5"][:, :4, 1].mean() < 0.5 * 64
+    loaded = load_cache(cache)
+    assert len(loaded) == 2 and loaded[0].landmarks.min() > -1 and loaded[0].landmarks.max() < 1
+    # re-running resumes: nothing is redone; labels given later update identities
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,identity\nalice/talk.mp4,Alice A\n")
+    code, out, err = run_cli(capsys, "prepare", videos, "-o", cache, "--size", 64, "--labels", labels, "--json", "-q")
+    assert code == 0
+    again = json.loads(out)
+    assert again["added"] == 0 and again["resumed"] == 4
+    assert {c["identity"] for c in load_manifest(cache)["clips"]} == {"Alice A", "deep"}
+
+
+def test_prepare_errors(capsys, tmp_path, moving_clip):
+    code, _, err = run_cli(capsys, "prepare", tmp_path / "missing", "-o", tmp_path / "cache", "-q")
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "cache").exists()
+    videos = _folder(tmp_path, moving_clip)
+    assert run_cli(capsys, "prepare", videos, "-o", tmp_path / "cache", "--size", 64, "-q")[0] == 0
+    code, _, err = run_cli(capsys, "prepare", videos, "-o", tmp_path / "cache", "--size", 96, "-q")
+    assert_one_line_error(code, err)
+    assert "--size" in err
+    code, _, err = run_cli(capsys, "prepare", videos, "-o", tmp_path / "c2", "--labels", tmp_path / "none.csv", "-q")
+    assert_one_line_error(code, err)

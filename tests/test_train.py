@@ -1,0 +1,119 @@
+"""`facevid train` end to end on the tiny preset: outputs, exact resume, DDP, Ctrl-C, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from facevid.prepare import write_synthetic_cache
+from facevid.train import load_weights
+
+from test_cli_track import assert_one_line_error, run_cli
+
+FAST = ["--preset", "tiny", "--threads", "1", "-q"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    write_synthetic_cache(path, clips=6, frames=20, size=32, seed=3)
+    return path
+
+
+def test_train_writes_weights_grid_plot_and_log(capsys, tmp_path, cache):
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", cache, "-o", run, "--max-steps", 12, "--json", *FAST)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["steps"] == 12 and summary["stopped"] == "max_steps"
+    for name in ("checkpoint.pt", "model.safetensors", "training.png", "grid_last.png", "log.jsonl"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10]
+    assert {"bits_hard", "bits_soft", "codes_mean", "warp_psnr", "frames_per_second"} <= set(records[0])
+    with safe_open(str(run / "model.safetensors"), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    assert config["dit_dim"] == 32
+    model = load_weights(run / "model.safetensors")
+    assert model.cfg.vq_groups == 4
+
+
+def _weights(run):
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+
+def test_resume_continues_exactly(capsys, tmp_path, cache):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_cli(capsys, "train", cache, "-o", straight, "--max-steps", 8, *FAST)[0] == 0
+    assert run_cli(capsys, "train", cache, "-o", split, "--max-steps", 5, *FAST)[0] == 0
+    assert run_cli(capsys, "train", cache, "-o", split, "--max-steps", 8, "--resume", *FAST)[0] == 0
+    a, b = _weights(straight), _weights(split)
+    assert a["step"] == b["step"] == 8
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+
+
+@pytest.mark.parametrize("case", ["missing", "preset", "exists", "nothing_to_resume", "config_key", "holdout"])
+def test_train_errors(capsys, tmp_path, cache, case):
+    run, extra, data = tmp_path / "run", [], cache
+    if case == "missing":
+        data = tmp_path / "no_such_folder"
+    elif case == "preset":
+        extra = ["--preset", "huge"]
+    elif case == "exists":
+        assert run_cli(capsys, "train", cache, "-o", run, "--max-steps", 1, *FAST)[0] == 0
+    elif case == "nothing_to_resume":
+        extra = ["--resume"]
+    elif case == "config_key":
+        bad = tmp_path / "bad.toml"
+        bad.write_text("learning_rate = 0.1\n")
+        extra = ["--config", bad]
+    elif case == "holdout":
+        extra = ["--holdout", tmp_path / "missing.txt"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run_cli(capsys, "train", data, "-o", run, "--max-steps", 1, *FAST, *extra)
+    assert_one_line_error(code, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    env.pop("RANK", None)
+    return env
+
+
+def test_ddp_two_cpu_processes_agree(tmp_path, cache):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "facevid",
+           "train", str(cache), "-o", str(run), "--max-steps", "4", *FAST]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = json.loads((run / "ddp_ranks.json").read_text())
+    assert ranks["world_size"] == 2
+    assert ranks["weight_sums"][0] == ranks["weight_sums"][1]
+    assert _weights(run)["step"] == 4
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path, cache):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "facevid", "train", str(cache), "-o", str(run), "--max-steps", "100000", *FAST]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.time() + 120
+    while not (run / "log.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted at step" in err
+    state = _weights(run)
+    assert state["step"] >= 10
+    assert (run / "model.safetensors").is_file()

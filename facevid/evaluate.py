@@ -75,15 +75,21 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
         if driver_ref is None:
             driver_ref = motion[:, 0]
         target = src_points[:, None] + model.displacement(motion, driver_ref)
-        frames = model.decode(src_out, src_points, driver_ref, motion, content, steps=steps or cfg.sample_steps,
+        frames = model.decode(src_out, src_points, driver_ref, motion, content,
+                              steps=cfg.sample_steps if steps is None else steps,
                               guidance=guidance, generator=generator, target_points=target)
         outputs += [_image(f) for f in frames[0]]
     return np.stack(outputs)
 
 
+SHEET_COLUMNS = ["source", "driver (real)", "model", "1 step", "warp only", "landmark warp"]
+
+
 def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100, steps: int | None = None,
-                     guidance: float = 1.0) -> dict:
-    """Model, copy-source and landmark-warp scores on each clip driven by itself."""
+                     guidance: float = 1.0, sheet_rows: list | None = None) -> dict:
+    """Model, copy-source and landmark-warp scores on each clip driven by itself.
+
+    `sheet_rows`, if given, receives two rows of images per clip for a PNG sheet."""
     size = model.cfg.out_size
     scores = Scores()
     started, frames_done = time.perf_counter(), 0
@@ -92,10 +98,17 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
                          for f in np.asarray(clip.frames[:max_frames])])
         marks = (clip.landmarks[:max_frames] + 1) * size / 2 - 0.5           # crop pixels at `size`
         fake = reenact(model, real[0], real, steps=steps, guidance=guidance)
+        warped = reenact(model, real[0], real, steps=0)
+        mean = reenact(model, real[0], real, steps=1)
         for t in range(1, len(real)):
+            classical = landmark_warp(real[0], marks[0], marks[t], marks[0])
             scores.add("model", real[t], fake[t])
+            scores.add("model, 1 step (mean)", real[t], mean[t])
+            scores.add("model, warp only", real[t], warped[t])
             scores.add("copy source", real[t], real[0])
-            scores.add("landmark warp", real[t], landmark_warp(real[0], marks[0], marks[t], marks[0]))
+            scores.add("landmark warp", real[t], classical)
+            if sheet_rows is not None and t in (len(real) // 2, len(real) - 1):
+                sheet_rows.append([real[0], real[t], fake[t], mean[t], warped[t], classical])
         frames_done += len(real)
     table = scores.table()
     table["_frames"] = frames_done

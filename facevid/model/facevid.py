@@ -6,8 +6,9 @@ encoder → content (K tokens) + motion features → group VQ (bitrate-controlle
   → EDM DiT denoiser at net_size conditioned on the warped reference, the motion (adaLN)
     and the content tokens (concatenated) generates the residual target − warped
     reference: what warping cannot show (mouth interior, eyelids, shading)
-  → output at out_size = warped reference + the residual upsampled. An undertrained
-    denoiser shrinks the residual towards 0, so the output degrades to the warp, not noise.
+  → output at out_size = warped reference + the residual upsampled. `steps=0` gives the
+    warp alone, `steps=1` the denoiser's posterior mean (one call, deterministic), more
+    steps the EDM sampler (sharper generated detail, noise where the denoiser is weak).
 The linear landmark head makes motion composable: a driver's change of codes maps to a
 change of landmarks on any face (relative transfer), and the codes cannot collapse to
 "copy the reference" because they must predict the landmark displacement.
@@ -137,16 +138,25 @@ class FaceVid(nn.Module):
                sigma_max: float | None = None) -> torch.Tensor:
         """Frames (B, T, 3, S, S) for motion (B, T, G*d) on each clip's reference.
 
-        `target_points` overrides the keypoints the motion implies (relative transfer)."""
+        `target_points` overrides the keypoints the motion implies (relative transfer);
+        `steps=0` returns the warped reference, `steps=1` adds the posterior-mean residual."""
         b, t = motion.shape[:2]
         if target_points is None:
             target_points = ref_points[:, None] + self.displacement(motion, ref_motion)
         warped = self.warp(reference, ref_points, target_points, ref_motion, motion)
+        if steps == 0:   # the warp alone (fastest; no generated mouth interior)
+            return warped.out.clamp(-1, 1).view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
         shared, cond, uncond = self._conditions(warped, motion, content, t)
         n = self.cfg.net_size
-        noise = torch.randn((b * t, 3, n, n), generator=generator, device=reference.device)
-        sigmas = karras_sigmas(steps, sigma_max=sigma_max or self.cfg.sample_sigma_max, device=reference.device)
-        residual = sample(guided(self.denoiser, guidance, cond, uncond), noise, sigmas, cond=shared)
+        sigma_max = sigma_max or self.cfg.sample_sigma_max
+        denoise = guided(self.denoiser, guidance, cond, uncond)
+        if steps == 1:   # posterior mean E[residual | conditions]: one call, no noise
+            zeros = torch.zeros((b * t, 3, n, n), device=reference.device)
+            residual = denoise(zeros, torch.full((b * t,), sigma_max, device=reference.device), **shared)
+        else:
+            noise = torch.randn((b * t, 3, n, n), generator=generator, device=reference.device)
+            sigmas = karras_sigmas(steps, sigma_max=sigma_max, device=reference.device)
+            residual = sample(denoise, noise, sigmas, cond=shared)
         return self.compose(warped, residual).view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
 
     # ------------------------------------------------------------------ training

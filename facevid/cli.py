@@ -217,6 +217,41 @@ def evaluate(
             print(f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['l1']:.4f} |")
 
 
+@app.command(epilog="Example: facevid transfer face.png drive.mp4 -o out.mp4 --steps 6 --seed 1")
+@_friendly
+def transfer(
+    source: Path = typer.Argument(..., help="The face to animate: an image or a video."),
+    driver: Path = typer.Argument(..., help="The video whose motion is copied."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output video."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights name (weights.toml) or file."),
+    absolute: bool = typer.Option(False, "--absolute", help="Copy the driver's pose as is (default: relative)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (0: warp only, 1: mean)."),
+    guidance: float = typer.Option(1.0, "--guidance", help="Classifier-free guidance scale."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same output)."),
+    no_paste_back: bool = typer.Option(False, "--no-paste-back", help="Write the generated crops only."),
+    no_colour_match: bool = typer.Option(False, "--no-colour-match", help="Paste back without colour matching."),
+    window: int = typer.Option(16, "--window", help="Frames per batch (memory is bounded by it)."),
+    aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    codec: str = typer.Option("libx264", "--codec", help="Video codec."),
+    crf: int = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Animate a face (photo or video) with the motion of a driving video."""
+    from facevid.transfer import transfer as run_transfer
+
+    summary = run_transfer(source, driver, output, weights=weights, steps=steps, guidance=guidance, seed=seed,
+                           absolute=absolute, paste=not no_paste_back, colour_match=not no_colour_match,
+                           window=window, aligner=aligner, device=device, codec=codec, crf=crf, force=force,
+                           progress=not quiet)
+    if as_json:
+        print(json.dumps(summary.to_json(), indent=1))
+    else:
+        print(f"{summary.frames} frames at {summary.fps:.1f} fps -> {summary.output}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line too (exit 2)."""
     try:

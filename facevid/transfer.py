@@ -1,0 +1,178 @@
+"""`facevid transfer`: animate a source face (photo or video) with a driver's motion.
+
+Streaming end to end: driver frames → track → crop → window of W frames → encode motion →
+relative (default) or absolute keypoints on the source → decode → paste back into the
+source frame → write with the driver's timestamps and audio. Memory is bounded by W.
+"""
+
+from __future__ import annotations
+
+import time as clock
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from facevid.crop import CropSpec, crop_mask, cut_crop, paste_back
+from facevid.errors import ConfigError, NoFaceError
+
+
+@dataclass
+class TransferSummary:
+    source: str
+    driver: str
+    output: str
+    frames: int = 0
+    driver_frames_without_face: int = 0
+    seconds: float = 0.0
+    fps: float = 0.0
+    steps: int = 0
+    relative: bool = True
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _tensor(crops: list[np.ndarray], device: str) -> torch.Tensor:
+    """(T, S, S, 3) uint8 crops → (1, T, 3, S, S) float in [-1, 1]."""
+    array = np.stack(crops)
+    return (torch.from_numpy(array).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1)[None]
+
+
+def _image(tensor: torch.Tensor) -> np.ndarray:
+    return ((tensor.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
+
+
+def _source_frames(source, tracker) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(frame, frame→crop transform) of the source, for every output frame: a photo repeats,
+    a video plays and then holds its last frame; a frame without a face keeps the last transform."""
+    from facevid.video import iter_frames
+
+    last = None
+    for frame in iter_frames(source):
+        face = tracker.update(frame.image, frame.index, frame.time)
+        last = (frame.image, face.transform if face.found else (last[1] if last else None))
+        yield last
+    while last is not None:
+        yield last
+
+
+def _reference(source, tracker) -> tuple[np.ndarray, np.ndarray]:
+    """The first source frame with a face, and its frame→crop transform."""
+    from facevid.video import iter_frames
+
+    for frame in iter_frames(source):
+        face = tracker.update(frame.image, frame.index, frame.time)
+        if face.found:
+            return frame.image, face.transform
+    raise NoFaceError(f"no face found in the source {source}")
+
+
+class Animator:
+    """The model side of a transfer: the source's content and keypoints, the driver's reference."""
+
+    def __init__(self, model, source_crop: np.ndarray, *, steps: int, guidance: float, seed: int, relative: bool,
+                 device: str):
+        self.model, self.steps, self.guidance, self.relative, self.device = model, steps, guidance, relative, device
+        cfg = model.cfg
+        with torch.no_grad():
+            self.source = _tensor([source_crop], device)[:, 0]                      # (1, 3, S, S)
+            net = torch.nn.functional.adaptive_avg_pool2d(self.source, cfg.net_size)[:, None]
+            encoded = model.encode(net)
+            self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
+            self.source_points = model.keypoints(self.source)
+        self.driver_ref: torch.Tensor | None = None
+        self.generator = torch.Generator(device).manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, driver_crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Generated crops (out_size) for a window of driver crops (out_size)."""
+        model, cfg = self.model, self.model.cfg
+        frames = _tensor(driver_crops, self.device)                                 # (1, T, 3, S, S)
+        t = frames.shape[1]
+        net = torch.nn.functional.adaptive_avg_pool2d(frames[0], cfg.net_size).view(1, t, 3, cfg.net_size,
+                                                                                     cfg.net_size)
+        motion = model.encode(net).motion
+        if self.driver_ref is None:
+            self.driver_ref = motion[:, 0]
+        if self.relative:
+            target = self.source_points[:, None] + model.displacement(motion, self.driver_ref)
+            ref_motion = self.driver_ref
+        else:
+            target = model.keypoints(frames[0])[None]
+            ref_motion = self.source_motion
+        out = model.decode(self.source, self.source_points, ref_motion, motion, self.content, steps=self.steps,
+                           guidance=self.guidance, generator=self.generator, target_points=target)
+        return [_image(f) for f in out[0]]
+
+
+def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weights: str | None = None,
+             steps: int | None = None, guidance: float = 1.0, seed: int = 0, absolute: bool = False,
+             paste: bool = True, colour_match: bool = True, window: int = 16, aligner: str = "auto",
+             device: str = "cpu", codec: str = "libx264", crf: int = 18, force: bool = False,
+             progress: bool = True) -> TransferSummary:
+    """Write `output`: the source face moving like the driver, with the driver's sound."""
+    from facevid.face import FaceTracker, make_backend
+    from facevid.progress import progress_bar
+    from facevid.video import VideoWriter, check_output_path, iter_frames, probe
+    from facevid.weights import load_model
+
+    if window < 1:
+        raise ConfigError(f"--window must be 1 or more, got {window}")
+    probe(source)
+    drv_info = probe(driver)
+    out = check_output_path(output, force)
+    if out.resolve() in {Path(source).resolve(), Path(driver).resolve()}:
+        raise ConfigError("the output must not be one of the inputs")
+    model = load_model(weights, device)
+    cfg = model.cfg
+    spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
+    backend = make_backend(aligner)
+    first = _reference(source, FaceTracker(backend, spec))
+    backgrounds = _source_frames(source, FaceTracker(backend, spec))
+    animate = Animator(model, cut_crop(first[0], first[1], cfg.out_size), steps=cfg.sample_steps if steps is None
+                       else steps, guidance=guidance, seed=seed, relative=not absolute, device=device)
+    summary = TransferSummary(str(source), str(driver), str(out), steps=animate.steps, relative=not absolute)
+    tracker = FaceTracker(backend, spec)
+    mask = crop_mask(cfg.out_size, "face")
+    started = clock.perf_counter()
+    pending: list = []
+    last_crop = None
+    with VideoWriter(out, drv_info.fps, audio_from=driver, codec=codec, crf=crf, force=force) as writer, \
+            progress_bar("transfer", drv_info.frame_count, enabled=progress) as advance:
+
+        def flush():
+            if not pending:
+                return
+            made = animate([p[2] for p in pending])
+            for (time_s, (image, transform), _), crop in zip(pending, made):
+                if not paste:
+                    writer.write(crop, time_s)
+                elif transform is None:
+                    writer.write(image, time_s)
+                else:
+                    writer.write(paste_back(image, crop, transform, mask=mask, colour_match=colour_match), time_s)
+                advance(1)
+            pending.clear()
+
+        for frame in iter_frames(driver):
+            face = tracker.update(frame.image, frame.index, frame.time)
+            if face.found:
+                last_crop = cut_crop(frame.image, face.transform, cfg.out_size)
+            else:
+                summary.driver_frames_without_face += 1
+            background = next(backgrounds)
+            crop = last_crop if last_crop is not None else cut_crop(first[0], first[1], cfg.out_size)
+            pending.append((frame.time, background, crop))
+            summary.frames += 1
+            if len(pending) == window:
+                flush()
+        flush()
+        if summary.frames == summary.driver_frames_without_face:
+            raise NoFaceError(f"no face found in any of the {summary.frames} frames of the driver {driver}")
+    summary.seconds = clock.perf_counter() - started
+    summary.fps = summary.frames / max(summary.seconds, 1e-9)
+    return summary
+

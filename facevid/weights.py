@@ -1,0 +1,81 @@
+"""Weights registry: `weights.toml` names → local files, with size and SHA-256 checks.
+
+A local path works anywhere a name does. Files are read with safetensors only (no pickle);
+a listed file that is missing or fails its hash is an error, never silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from facevid.errors import ConfigError, InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = ROOT / "weights.toml"
+DEFAULT = "small"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    path: Path
+    sha256: str
+    size: int
+    info: dict
+
+
+def registry(path: Path = REGISTRY) -> dict[str, WeightsEntry]:
+    """Every entry of weights.toml (an empty registry if the file is absent)."""
+    if not path.exists():
+        return {}
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    entries = {}
+    for name, entry in doc.get("weights", {}).items():
+        entries[name] = WeightsEntry(name, (path.parent / entry["path"]).resolve(), entry["sha256"],
+                                     int(entry["size"]), entry)
+    return entries
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(entry: WeightsEntry) -> None:
+    """Raise InputError unless the file exists with the listed size and hash."""
+    if not entry.path.exists():
+        raise InputError(f"weights '{entry.name}' are missing: {entry.path} does not exist")
+    if entry.path.stat().st_size != entry.size:
+        raise InputError(f"weights '{entry.name}' have the wrong size ({entry.path})")
+    if sha256_of(entry.path) != entry.sha256:
+        raise InputError(f"weights '{entry.name}' fail their sha256 check ({entry.path})")
+
+
+def resolve(name_or_path: str | Path | None) -> Path:
+    """A weights file: a local path as given, or a verified registry entry by name."""
+    name = str(name_or_path or DEFAULT)
+    entries = registry()
+    if name in entries:
+        verify(entries[name])
+        return entries[name].path
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    known = ", ".join(entries) or "none bundled yet"
+    raise InputError(f"no weights '{name}': not a file and not a name in weights.toml ({known})")
+
+
+def load_model(name_or_path: str | Path | None = None, device: str = "cpu"):
+    """The FaceVid model for a registry name or a safetensors path."""
+    from facevid.train import load_weights
+
+    return load_weights(resolve(name_or_path), device=device)

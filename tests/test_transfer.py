@@ -1,0 +1,102 @@
+"""`facevid transfer` end to end with a tiny model: outputs, determinism, error paths."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facevid import demo
+from facevid.config import PRESETS
+from facevid.model.facevid import FaceVid
+from facevid.train import export_weights
+from facevid.video import iter_frames, probe
+
+from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    return export_weights(FaceVid(PRESETS["tiny"]).eval(), path)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photo") / "face.png"
+    cv2.imwrite(str(path), cv2.cvtColor(demo.astronaut(), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def _frames(path):
+    return np.stack([f.image for f in iter_frames(path)])
+
+
+def test_transfer_photo_keeps_driver_timing_audio_and_background(capsys, tmp_path, tiny_weights, photo,
+                                                                    moving_clip):
+    driver, _ = moving_clip
+    out = tmp_path / "out.mp4"
+    code, _, err = run_cli(capsys, "transfer", photo, driver, "-o", out, "--weights", tiny_weights, "--steps", 2,
+                           "--window", 8, "-q")
+    assert code == 0, err
+    info, drv = probe(out), probe(driver)
+    assert info.frame_count == drv.frame_count and info.fps == drv.fps and info.has_audio
+    assert (info.width, info.height) == (512, 512)
+    frames, source = _frames(out), demo.astronaut()
+    # the corners are far from the face: the source background, unchanged (up to the codec)
+    assert np.abs(frames[:, :60, :60].astype(int) - source[:60, :60]).mean() < 3
+    # the face region is the model's output, not the photo
+    face = frames[:, 80:170, 180:270].astype(int)
+    assert np.abs(face - source[80:170, 180:270]).mean() > 1.0
+
+
+def test_transfer_is_seeded_and_writes_crops(capsys, tmp_path, tiny_weights, photo, moving_clip):
+    driver, _ = moving_clip
+    runs = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        out = tmp_path / f"{name}.mp4"
+        code, _, err = run_cli(capsys, "transfer", photo, driver, "-o", out, "--weights", tiny_weights,
+                               "--steps", 3, "--seed", seed, "--no-paste-back", "--crf", 0, "-q")
+        assert code == 0, err
+        runs.append(_frames(out))
+    assert runs[0].shape[1:3] == (32, 32)
+    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
+
+
+def test_transfer_video_source_and_absolute(capsys, tmp_path, tiny_weights, moving_clip, still_clip):
+    out = tmp_path / "out.mp4"
+    code, out_text, err = run_cli(capsys, "transfer", still_clip[0], moving_clip[0], "-o", out, "--weights",
+                                  tiny_weights, "--absolute", "--steps", 0, "--json", "-q")
+    assert code == 0, err
+    assert probe(out).frame_count == probe(moving_clip[0]).frame_count
+    assert '"relative": false' in out_text
+
+
+@pytest.mark.parametrize("case", ["missing_source", "no_face_source", "no_face_driver", "exists", "bad_weights",
+                                  "not_weights", "flag"])
+def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, case):
+    source, driver, out, weights, extra = photo, moving_clip[0], tmp_path / "out.mp4", tiny_weights, []
+    if case == "missing_source":
+        source = tmp_path / "nobody.png"
+    elif case == "no_face_source":
+        source = tmp_path / "noise.png"
+        cv2.imwrite(str(source), np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    elif case == "no_face_driver":
+        driver = _no_face_clip(tmp_path / "noise.mp4")
+    elif case == "exists":
+        out.write_bytes(b"keep")
+    elif case == "bad_weights":
+        weights = tmp_path / "missing.safetensors"
+    elif case == "not_weights":
+        weights = tmp_path / "junk.safetensors"
+        weights.write_bytes(b"\x00" * 100)
+    elif case == "flag":
+        extra = ["--steps", "many"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run_cli(capsys, "transfer", source, driver, "-o", out, "--weights", weights, "-q", *extra)
+    assert_one_line_error(code, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if case == "exists":
+        assert out.read_bytes() == b"keep"

@@ -300,6 +300,42 @@ def decode(
         print(f"{summary.frames} frames at {summary.fps:.1f} fps -> {summary.output}", file=sys.stderr)
 
 
+weights_app = typer.Typer(help="List and check the bundled weights (weights.toml).", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+@_friendly
+def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """The weights listed in weights.toml: name, file, size, preset, training, results."""
+    from facevid.weights import registry
+
+    entries = registry()
+    if as_json:
+        print(json.dumps({n: {**e.info, "exists": e.path.exists()} for n, e in entries.items()}, indent=1))
+        return
+    if not entries:
+        print("no weights listed in weights.toml")
+    for name, entry in entries.items():
+        state = "present" if entry.path.exists() else "MISSING"
+        print(f"{name}: {entry.path.name} ({entry.size / 1e6:.1f} MB, {state}), preset {entry.info.get('preset')}, "
+              f"{entry.info.get('steps')} steps")
+
+
+@weights_app.command("verify")
+@_friendly
+def weights_verify():
+    """Check every listed weights file against its size and sha256 (exit 1 on any failure)."""
+    from facevid.weights import registry, verify
+
+    entries = registry()
+    for entry in entries.values():
+        verify(entry)
+        print(f"{entry.name}: ok ({entry.sha256[:12]})")
+    if not entries:
+        print("no weights listed in weights.toml")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line too (exit 2)."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from contextlib import nullcontext
 import time as clock
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,7 +75,7 @@ def track(video: str | Path, output: str | Path, *, crops: str | Path | None = N
                            aligner=backend.name)
     start = clock.perf_counter()
     with VideoWriter(output, info.fps, audio_from=video, codec=codec, crf=crf, force=force) as drawn, \
-            _optional_writer(crops, info.fps, codec, crf, force) as crop_writer, \
+            (VideoWriter(crops, info.fps, codec=codec, crf=crf, force=force) if crops else nullcontext()) as crop_writer, \
             progress_bar("track", info.frame_count, enabled=progress) as advance:
         for frame in _frames(video):
             tracked = tracker.update(frame.image, frame.index, frame.time)
@@ -106,25 +107,6 @@ def _count(summary: TrackSummary, tracked: TrackedFace) -> None:
         summary.frames_with_face += 1
     else:
         summary.frames_without_face += 1
-
-
-class _optional_writer:
-    """A VideoWriter context when `path` is given, else a context yielding None."""
-
-    def __init__(self, path, fps, codec, crf, force):
-        self.args = (path, fps, codec, crf, force)
-        self.writer = None
-
-    def __enter__(self):
-        path, fps, codec, crf, force = self.args
-        if path is not None:
-            from facevid.video import VideoWriter
-
-            self.writer = VideoWriter(path, fps, codec=codec, crf=crf, force=force).__enter__()
-        return self.writer
-
-    def __exit__(self, *exc):
-        return self.writer.__exit__(*exc) if self.writer is not None else False
 
 
 class JsonFrames:

@@ -1,0 +1,52 @@
+"""weights.toml registry: resolve by name or path, hash checks, `facevid weights` commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from facevid import weights as W
+from facevid.errors import InputError
+
+from test_cli_track import assert_one_line_error, run_cli
+
+
+def _registry(tmp_path, content=b"weights-bytes", sha=None, size=None):
+    blob = tmp_path / "w.safetensors"
+    blob.write_bytes(content)
+    toml = tmp_path / "weights.toml"
+    toml.write_text(f'[weights.demo]\npath = "w.safetensors"\nsha256 = "{sha or W.sha256_of(blob)}"\n'
+                    f'size = {size if size is not None else len(content)}\npreset = "tiny"\nsteps = 3\n')
+    return toml, blob
+
+
+def test_registry_resolve_and_verify(tmp_path, monkeypatch):
+    toml, blob = _registry(tmp_path)
+    monkeypatch.setattr(W, "REGISTRY", toml)
+    monkeypatch.setattr(W.registry, "__defaults__", (toml,))
+    assert W.resolve("demo") == blob.resolve()
+    assert W.resolve(str(blob)) == blob
+    with pytest.raises(InputError, match="no weights 'other'"):
+        W.resolve("other")
+    blob.write_bytes(b"weights-bytez")           # same size, other bytes
+    with pytest.raises(InputError, match="sha256"):
+        W.resolve("demo")
+    blob.unlink()
+    with pytest.raises(InputError, match="missing"):
+        W.resolve("demo")
+
+
+def test_weights_commands(capsys, tmp_path, monkeypatch):
+    toml, blob = _registry(tmp_path)
+    monkeypatch.setattr(W.registry, "__defaults__", (toml,))
+    code, out, _ = run_cli(capsys, "weights", "list")
+    assert code == 0 and "demo" in out and "present" in out
+    code, out, _ = run_cli(capsys, "weights", "verify")
+    assert code == 0 and "demo: ok" in out
+    blob.write_bytes(b"tampered!!!!!")
+    code, _, err = run_cli(capsys, "weights", "verify")
+    assert_one_line_error(code, err)
+
+
+def test_bundled_registry_is_consistent():
+    for entry in W.registry().values():
+        W.verify(entry)

@@ -11,8 +11,10 @@ import numpy as np
 import torch
 
 from facevid.crop import CropSpec, crop_mask, cut_crop, paste_back
+from facevid.data import to_tensor
 from facevid.errors import ConfigError, InputError, NoFaceError
 from facevid.fvl import FvlFrame, FvlHeader, FvlWriter, read_fvl
+from facevid.report import to_uint8
 
 
 @dataclass
@@ -32,9 +34,8 @@ class CodecSummary:
 
 
 def _net(crops: list[np.ndarray], size: int) -> torch.Tensor:
-    """(T, S, S, 3) uint8 → (1, T, 3, n, n) in [-1, 1]."""
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return torch.nn.functional.adaptive_avg_pool2d(x, size)[None]
+    """(T, S, S, 3) uint8 crops → (1, T, 3, n, n) in [-1, 1]."""
+    return to_tensor(np.stack(crops), size)[None]
 
 
 def _spec(model) -> CropSpec:
@@ -156,7 +157,7 @@ def decode(fvl: str | Path, output: str | Path, *, weights: str | None = None, b
             crops = model.decode(ref, ref_points, ref_motion, motion, content, generator=generator,
                                  steps=cfg.sample_steps if steps is None else steps)[0]
             for frame, crop in zip(chunk, crops):
-                image = ((crop.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(1, 2, 0).numpy()
+                image = to_uint8(crop)
                 if backgrounds is not None:
                     bg = next(backgrounds, None)
                     if bg is None:

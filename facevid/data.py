@@ -56,7 +56,7 @@ def load_cache(cache: str | Path, *, include: set[str] | None = None, exclude: s
     return clips
 
 
-def _to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
+def to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
     """(T, H, W, 3) uint8 → (T, 3, size, size) float in [-1, 1]."""
     if frames.shape[1] != size:
         frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
@@ -108,7 +108,7 @@ class BatchSampler:
                 f, m = self._window(self.clips[int(self.rng.choice(len(self.clips), p=self.weights))])
             if self.rng.random() < self.flip_prob:
                 f, m = f[:, :, ::-1], m[:, FLIP_68] * np.array([-1.0, 1.0], np.float32)
-            frames.append(_to_tensor(f, self.out_size))
+            frames.append(to_tensor(f, self.out_size))
             marks.append(torch.from_numpy(np.ascontiguousarray(m)))
         frames, marks = torch.stack(frames), torch.stack(marks)          # (B, W, 3, S, S), (B, W, 68, 2)
         ref_index = torch.from_numpy(self.rng.integers(0, self.ta, self.b))

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from facevid.baselines import landmark_warp
-from facevid.data import Clip
+from facevid.data import Clip, to_tensor
 from facevid.model.facevid import FaceVid
+from facevid.report import to_uint8
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,29 +49,19 @@ class Scores:
         return {name: {k: float(np.mean(v)) for k, v in metrics.items()} for name, metrics in self.values.items()}
 
 
-def _tensor(frames: np.ndarray, size: int) -> torch.Tensor:
-    if frames.shape[1] != size:
-        frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def _image(tensor: torch.Tensor) -> np.ndarray:
-    return ((tensor.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(1, 2, 0).numpy()
-
-
 @torch.no_grad()
 def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: int = 16, steps: int | None = None,
             guidance: float = 1.0, seed: int = 0) -> np.ndarray:
     """Animate the source crop (H, W, 3) with the driver crops (T, H, W, 3) (relative motion)."""
     cfg = model.cfg
-    src_out = _tensor(source[None], cfg.out_size)                          # (1, 3, S, S)
-    src_net = _tensor(source[None], cfg.net_size)[None]                    # (1, 1, 3, n, n)
+    src_out = to_tensor(source[None], cfg.out_size)                          # (1, 3, S, S)
+    src_net = to_tensor(source[None], cfg.net_size)[None]                    # (1, 1, 3, n, n)
     content = model.encode(src_net).content
     src_points = model.keypoints(src_out)
     generator = torch.Generator().manual_seed(seed)
     outputs, driver_ref = [], None
     for start in range(0, len(driver), window):
-        chunk = _tensor(driver[start:start + window], cfg.net_size)[None]  # (1, T, 3, n, n)
+        chunk = to_tensor(driver[start:start + window], cfg.net_size)[None]  # (1, T, 3, n, n)
         motion = model.encode(chunk).motion
         if driver_ref is None:
             driver_ref = motion[:, 0]
@@ -78,7 +69,7 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
         frames = model.decode(src_out, src_points, driver_ref, motion, content,
                               steps=cfg.sample_steps if steps is None else steps,
                               guidance=guidance, generator=generator, target_points=target)
-        outputs += [_image(f) for f in frames[0]]
+        outputs += [to_uint8(f) for f in frames[0]]
     return np.stack(outputs)
 
 

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from facevid.crop import CropSpec, crop_mask, cut_crop, paste_back
+from facevid.data import to_tensor
 from facevid.errors import ConfigError, NoFaceError
+from facevid.report import to_uint8
 
 
 @dataclass
@@ -33,16 +35,6 @@ class TransferSummary:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def _tensor(crops: list[np.ndarray], device: str) -> torch.Tensor:
-    """(T, S, S, 3) uint8 crops → (1, T, 3, S, S) float in [-1, 1]."""
-    array = np.stack(crops)
-    return (torch.from_numpy(array).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1)[None]
-
-
-def _image(tensor: torch.Tensor) -> np.ndarray:
-    return ((tensor.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
 
 
 def _source_frames(source, tracker) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -78,7 +70,7 @@ class Animator:
         self.model, self.steps, self.guidance, self.relative, self.device = model, steps, guidance, relative, device
         cfg = model.cfg
         with torch.no_grad():
-            self.source = _tensor([source_crop], device)[:, 0]                      # (1, 3, S, S)
+            self.source = to_tensor(source_crop[None], source_crop.shape[0]).to(device)   # (1, 3, S, S)
             net = torch.nn.functional.adaptive_avg_pool2d(self.source, cfg.net_size)[:, None]
             encoded = model.encode(net)
             self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
@@ -90,7 +82,7 @@ class Animator:
     def __call__(self, driver_crops: list[np.ndarray]) -> list[np.ndarray]:
         """Generated crops (out_size) for a window of driver crops (out_size)."""
         model, cfg = self.model, self.model.cfg
-        frames = _tensor(driver_crops, self.device)                                 # (1, T, 3, S, S)
+        frames = to_tensor(np.stack(driver_crops), cfg.out_size).to(self.device)[None]   # (1, T, 3, S, S)
         t = frames.shape[1]
         net = torch.nn.functional.adaptive_avg_pool2d(frames[0], cfg.net_size).view(1, t, 3, cfg.net_size,
                                                                                      cfg.net_size)
@@ -105,7 +97,7 @@ class Animator:
             ref_motion = self.source_motion
         out = model.decode(self.source, self.source_points, ref_motion, motion, self.content, steps=self.steps,
                            guidance=self.guidance, generator=self.generator, target_points=target)
-        return [_image(f) for f in out[0]]
+        return [to_uint8(f) for f in out[0]]
 
 
 def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weights: str | None = None,

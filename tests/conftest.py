@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from facevid import demo
 
@@ -37,3 +38,12 @@ def moving_clip(clip_factory):
 def still_clip(clip_factory):
     """30 frames of a face that does not move at all (for jitter)."""
     return clip_factory("still", frames=30, fps=Fraction(25), size=(320, 288), audio=False, base_scale=1.0)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for a test (faster than two on this busy 2-core machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -12,13 +12,7 @@ from facevid.errors import ConfigError
 from facevid.model.quantize import GroupQuantizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only contends with the other jobs on this CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(seed: int = 0, **overrides) -> GroupQuantizer:

@@ -186,11 +186,12 @@ def evaluate(
     max_clips: int = typer.Option(0, "--max-clips", help="At most this many clips (0: all)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (0: warp only)."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG of side-by-side frames."),
+    cross: bool = typer.Option(False, "--cross", help="Also cross-reenactment (identity, motion, TL/TG-ID)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
-    """Self-reenactment quality on held-out clips: the model beside its baselines."""
+    """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines."""
     from facevid.data import load_cache
-    from facevid.evaluate import SHEET_COLUMNS, self_reenactment
+    from facevid.evaluate import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
     from facevid.report import save_grid
     from facevid.train import load_weights
 
@@ -204,10 +205,15 @@ def evaluate(
     model = load_weights(weights)
     rows: list = []
     table = self_reenactment(model, clips, max_frames=max_frames, steps=steps, sheet_rows=rows if sheet else None)
+    cross_rows: list = []
+    cross_table = cross_reenactment(model, clips, max_frames=min(max_frames, 40), steps=steps,
+                                    sheet_rows=cross_rows if sheet else None) if cross else None
     if sheet:
         save_grid(rows, sheet, SHEET_COLUMNS)
+        if cross:
+            save_grid(cross_rows, sheet.with_name(sheet.stem + "_cross" + sheet.suffix), CROSS_COLUMNS)
     if as_json:
-        print(json.dumps(table, indent=1))
+        print(json.dumps({"self_reenactment": table, "cross_reenactment": cross_table}, indent=1))
         return
     print(f"self-reenactment on {len(clips)} held-out clips, {table['_frames']} frames "
           f"({table['_model_fps']:.1f} frames/s for model + warp-only + baselines)")
@@ -215,6 +221,12 @@ def evaluate(
     for name, row in table.items():
         if not name.startswith("_"):
             print(f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['l1']:.4f} |")
+    if cross_table:
+        print("\ncross-reenactment (each clip's first frame driven by the next clip's person)")
+        print("| method | identity dist | same person | motion error | jitter | TL-ID | TG-ID |\n|---|---|---|---|---|---|---|")
+        for name, row in cross_table.items():
+            print(f"| {name} | {row['identity']:.3f} | {row['same_person']:.0%} | {row['motion']:.3f} | "
+                  f"{row['jitter']:.3f} | {row['tl_id']:.3f} | {row['tg_id']:.3f} |")
 
 
 @app.command(epilog="Example: facevid transfer face.png drive.mp4 -o out.mp4 --steps 6 --seed 1")

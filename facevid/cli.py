@@ -21,9 +21,13 @@ from facevid.errors import FacevidError
 EXAMPLES = """
 Examples:
 
-  facevid track talk.mp4 -o tracked.mp4 --crops crops.mp4
+  facevid transfer face.png drive.mp4 -o out.mp4
 
-  facevid track talk.mp4 -o tracked.mp4 --json > track.json
+  facevid encode talk.mp4 -o talk.fvl && facevid decode talk.fvl -o recon.mp4 --background talk.mp4
+
+  facevid track talk.mp4 -o tracked.mp4 --crops crops.mp4 --json > track.json
+
+  facevid train ./my_videos -o runs/me --preset small --max-minutes 60
 """
 
 app = typer.Typer(name="facevid", help="Edit and generate talking-face video." + EXAMPLES,

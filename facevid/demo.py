@@ -22,6 +22,16 @@ import numpy as np
 # the ground truth that every clip's known transform is applied to.
 ASTRONAUT_LANDMARKS = np.array([(255, 104), (237, 105), (195, 101), (212, 103), (224, 135)], float)
 ASTRONAUT_FACE_CENTRE = np.array([224.0, 125.0])
+# ... and its 68 landmarks (iBUG layout), measured once with dlib's 68-point model.
+ASTRONAUT_LANDMARKS68 = np.array([
+    (179, 104), (180, 116), (181, 127), (182, 139), (185, 150), (191, 160), (200, 168), (209, 176), (220, 178),
+    (232, 177), (243, 171), (253, 163), (260, 154), (265, 143), (268, 131), (270, 120), (272, 108), (186, 94),
+    (192, 88), (200, 87), (208, 89), (216, 92), (236, 93), (244, 91), (252, 91), (260, 92), (265, 99), (226, 102),
+    (225, 111), (225, 119), (225, 127), (214, 131), (219, 133), (224, 134), (229, 133), (234, 132), (195, 101),
+    (200, 98), (207, 98), (212, 104), (206, 104), (199, 104), (237, 106), (243, 100), (250, 100), (255, 105),
+    (250, 107), (244, 107), (201, 139), (209, 139), (218, 139), (224, 141), (230, 140), (238, 140), (246, 141),
+    (238, 151), (229, 155), (222, 156), (216, 155), (208, 150), (204, 141), (218, 143), (223, 144), (230, 143),
+    (243, 142), (229, 150), (223, 151), (217, 150)], float)
 
 
 def astronaut() -> np.ndarray:
@@ -97,6 +107,51 @@ def make_clip(path: Path, *, frames: int = 50, fps: Fraction = Fraction(25), siz
     return np.stack(truth)
 
 
+def talking_landmarks(frames: int, fps: float = 25.0, seed: int = 0) -> np.ndarray:
+    """(frames, 68, 2) astronaut landmarks moving like a synthetic talking head: the
+    renderer's landmark motion (mouth, blinks, brows, small turns) relative to its rest
+    pose, scaled to the astronaut's face."""
+    from facevid import synthetic
+
+    rng = np.random.default_rng(seed)
+    identity = synthetic.random_identity(rng)
+    rest = synthetic.landmarks(identity, synthetic.Motion(), size=256)
+    motions = synthetic.random_motion_sequence(rng, frames, fps)
+    scale = _iod(ASTRONAUT_LANDMARKS68) / _iod(rest)
+    moving = np.stack([synthetic.landmarks(identity, m, size=256) for m in motions])
+    return ASTRONAUT_LANDMARKS68 + (moving - rest) * scale
+
+
+def _iod(marks: np.ndarray) -> float:
+    return float(np.linalg.norm(marks[36:42].mean(0) - marks[42:48].mean(0)))
+
+
+def make_talking_clip(path: Path, *, frames: int = 75, fps: Fraction = Fraction(25), size: tuple[int, int] = (512, 512),
+                      motion: Motion = Motion(), seed: int = 0, force: bool = False, crf: int = 20) -> np.ndarray:
+    """A clip of the astronaut talking: her face warped piecewise-affinely along synthetic
+    talking-head landmark motion, moved by `motion`, with a tone track. Returns the true
+    68 landmarks per frame (frame pixels)."""
+    from facevid.baselines import piecewise_affine_warp
+    from facevid.video import VideoWriter
+
+    path = Path(path)
+    photo = astronaut()
+    marks = talking_landmarks(frames, float(fps), seed)
+    truth = []
+    tone = write_tone(path.with_suffix(".wav"), frames / float(fps) + 0.5)
+    try:
+        with VideoWriter(path, fps, audio_from=tone, crf=crf, force=force) as writer:
+            for i in range(frames):
+                t = i / float(fps)
+                face = piecewise_affine_warp(photo, ASTRONAUT_LANDMARKS68, marks[i])
+                transform = frame_transform(motion, t, size)
+                truth.append(marks[i] @ transform[:, :2].T + transform[:, 2])
+                writer.write(render_frame(face, transform, size), t)
+    finally:
+        tone.unlink(missing_ok=True)
+    return np.stack(truth)
+
+
 EXAMPLE_MOTION = Motion(shift=(30.0, 12.0), angle=8.0, zoom=0.08, period=3.0)
 
 
@@ -105,7 +160,16 @@ def make_examples(folder: Path, force: bool = False) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     clip = folder / "astronaut.mp4"
     make_clip(clip, frames=75, size=(512, 512), motion=EXAMPLE_MOTION, force=force, crf=26)
-    return [clip]
+    talking = folder / "talking.mp4"
+    make_talking_clip(talking, frames=100, motion=Motion(shift=(10.0, 4.0), angle=4.0, zoom=0.03, period=4.0),
+                      force=force, crf=26)
+    face = folder / "face.jpg"
+    if force or not face.exists():
+        import cv2
+
+        cv2.imwrite(str(face), cv2.cvtColor(np.ascontiguousarray(astronaut()[:, ::-1]), cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return [clip, talking, face]
 
 
 if __name__ == "__main__":

@@ -308,7 +308,8 @@ def _loop(model, ema, optimizer, generator, sampler, cfg, run_dir, step, elapsed
                 reason = stop.reason
                 break
             set_learning_rate(optimizer, step, cfg.warmup_steps)
-            record = train_step(model, optimizer, sampler.sample(), generator, cfg, world)
+            batch = {k: v.to(cfg.device, non_blocking=True) for k, v in sampler.sample().items()}
+            record = train_step(model, optimizer, batch, generator, cfg, world)
             update_ema(ema, model, cfg.ema_decay if step >= cfg.warmup_steps else 0.0)
             step += 1
             frames_seen += per_step

@@ -193,3 +193,14 @@ def test_bad_tracker_settings(backend):
         FaceTracker(backend, C.CropSpec(size=64), face=0)
     with pytest.raises(ConfigError):
         C.CropSpec(size=8)
+
+
+def test_talking_example_clip_has_known_landmarks(backend, tmp_path):
+    path = tmp_path / "talking.mp4"
+    truth = demo.make_talking_clip(path, frames=12, size=(320, 288), motion=demo.Motion())
+    assert truth.shape == (12, 68, 2)
+    mouth = np.linalg.norm(truth[:, 66] - truth[:, 62], axis=1)
+    assert mouth.max() - mouth.min() > 1.0            # the mouth really moves
+    tracker = FaceTracker(backend, C.CropSpec(size=64))
+    found = [tracker.update(f.image, f.index, f.time).found for f in iter_frames(path)]
+    assert all(found)

@@ -168,3 +168,15 @@ def test_motion_codes_carry_known_motion(synthetic_cache, tmp_path):
     # after 200 tiny steps the codes hold the largest motions (which ones varies with the
     # seed: head pose, roll, blink); chance is R² <= 0
     assert np.sort(explained)[-3:].mean() > 0.25, explained
+
+
+def test_presets_are_coherent():
+    import math
+
+    small, paper = PRESETS["small"], PRESETS["paper"]
+    assert paper.vq_groups * math.log2(paper.vq_codebook) == 320 and paper.rate_target == 160
+    assert small.vq_groups * math.log2(small.vq_codebook) <= 320 and small.rate_target < 120
+    for cfg in PRESETS.values():
+        assert cfg.net_size % cfg.dit_patch == 0 and cfg.out_size % cfg.net_size == 0
+    with pytest.raises(Exception, match="dit_patch"):
+        type(small)(net_size=60)

@@ -33,9 +33,9 @@ class CodecSummary:
         return asdict(self)
 
 
-def _net(crops: list[np.ndarray], size: int) -> torch.Tensor:
-    """(T, S, S, 3) uint8 crops → (1, T, 3, n, n) in [-1, 1]."""
-    return to_tensor(np.stack(crops), size)[None]
+def _clip(crops: list[np.ndarray]) -> torch.Tensor:
+    """(T, S, S, 3) uint8 crops → (1, T, 3, S, S) in [-1, 1]."""
+    return to_tensor(np.stack(crops), crops[0].shape[0])[None]
 
 
 def _spec(model) -> CropSpec:
@@ -97,7 +97,7 @@ def encode(video: str | Path, output: str | Path, *, weights: str | None = None,
 def _open_writer(out, model, name, weights_path, info, reference, sha256_of) -> FvlWriter:
     cfg = model.cfg
     png = cv2.imencode(".png", cv2.cvtColor(reference, cv2.COLOR_RGB2BGR))[1].tobytes()
-    encoded = model.encode(_net([reference], cfg.net_size))
+    encoded = model.encode(_clip([reference]))
     header = FvlHeader(model=str(name or "small"), model_sha256=sha256_of(weights_path), fps=info.fps,
                        crop_size=cfg.out_size, crop_margin=cfg.crop_margin, crop_center_y=cfg.crop_center_y,
                        groups=cfg.vq_groups, codebook=cfg.vq_codebook,
@@ -112,7 +112,7 @@ def _flush(model, writer: FvlWriter, pending: list) -> None:
         return
     first = next(crop for *_, crop in pending if crop is not None)
     crops = [crop if crop is not None else first for *_, crop in pending]
-    codes = model.encode(_net(crops, model.cfg.net_size)).codes[0].numpy()
+    codes = model.encode(_clip(crops)).codes[0].numpy()
     for (time_s, found, transform, _), frame_codes in zip(pending, codes):
         matrix = transform if found else np.zeros((2, 3))
         writer.write(FvlFrame(time_s, found, matrix, frame_codes))

@@ -17,7 +17,8 @@ class ModelConfig:
 
     # geometry
     out_size: int = 128             # crop side the model outputs (the warp runs at this size)
-    net_size: int = 64              # side at which encoder, flow net and denoiser run
+    net_size: int = 64              # side at which keypoint net and denoiser run
+    enc_size: int = 128             # side the encoder sees (motion is ~1 px at 64: it needs the detail)
     crop_margin: float = 0.5        # the face crop the model was trained on (CropSpec.margin)
     crop_center_y: float = 0.4      # ... and its vertical centre (CropSpec.center_y)
     # encoder: per-frame conv stem, then a transformer over time
@@ -65,8 +66,8 @@ class ModelConfig:
             raise ConfigError("net_size must be a multiple of dit_patch and out_size a multiple of net_size")
         if int(self.frame_tokens ** 0.5) ** 2 != self.frame_tokens:
             raise ConfigError("frame_tokens must be a square number")
-        if self.net_size % (4 * 2 ** (len(self.enc_channels) - 1)):
-            raise ConfigError("net_size must be divisible by 4 * 2**(len(enc_channels) - 1)")
+        if self.enc_size % (4 * 2 ** (len(self.enc_channels) - 1)):
+            raise ConfigError("enc_size must be divisible by 4 * 2**(len(enc_channels) - 1)")
 
     @property
     def motion_dim(self) -> int:
@@ -75,14 +76,14 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # tests: runs in seconds
-    "tiny": ModelConfig(out_size=32, net_size=32, flow_size=16, enc_channels=(16, 32), enc_dim=32, enc_layers=1, enc_heads=2,
+    "tiny": ModelConfig(out_size=32, net_size=32, enc_size=32, flow_size=16, enc_channels=(16, 32), enc_dim=32, enc_layers=1, enc_heads=2,
                         content_tokens=2, rel_buckets=8, rel_max_distance=16, vq_groups=4, vq_codebook=8,
                         vq_code_dim=4, rate_target=8.0, flow_channels=(8, 16), dit_dim=32, dit_layers=2,
                         dit_heads=2, dit_patch=8, head_channels=8),
     # the bundled model: trainable on a 2-core CPU in hours
     "small": ModelConfig(),
     # the seed's talking-head sizes (Tab. A7: G=64, V=32, d=16, 160 bits/frame) for GPU users
-    "paper": ModelConfig(out_size=256, net_size=128, flow_size=64, enc_channels=(64, 128, 256, 512), enc_dim=768,
+    "paper": ModelConfig(out_size=256, net_size=128, enc_size=256, flow_size=64, enc_channels=(64, 128, 256, 512), enc_dim=768,
                          enc_layers=12, enc_heads=12, frame_tokens=16, content_tokens=16, vq_groups=64,
                          vq_codebook=32, vq_code_dim=16, rate_target=160.0, vq_gumbel_scale=1.0, flow_channels=(64, 128, 256, 512),
                          dit_dim=768, dit_layers=12, dit_heads=12, dit_patch=8, head_channels=64),

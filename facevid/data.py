@@ -115,8 +115,7 @@ class BatchSampler:
         content = frames[:, :self.ta]
         b = torch.arange(self.b)
         return {
-            "content": torch.nn.functional.adaptive_avg_pool2d(content.flatten(0, 1), self.net_size)
-                       .view(self.b, self.ta, 3, self.net_size, self.net_size),
+            "content": content,
             "target": frames[:, self.ta:],
             "reference": content[b, ref_index],
             "ref_index": ref_index,

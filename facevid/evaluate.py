@@ -55,13 +55,12 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
     """Animate the source crop (H, W, 3) with the driver crops (T, H, W, 3) (relative motion)."""
     cfg = model.cfg
     src_out = to_tensor(source[None], cfg.out_size)                          # (1, 3, S, S)
-    src_net = to_tensor(source[None], cfg.net_size)[None]                    # (1, 1, 3, n, n)
-    content = model.encode(src_net).content
+    content = model.encode(src_out[None]).content
     src_points = model.keypoints(src_out)
     generator = torch.Generator().manual_seed(seed)
     outputs, driver_ref = [], None
     for start in range(0, len(driver), window):
-        chunk = to_tensor(driver[start:start + window], cfg.net_size)[None]  # (1, T, 3, n, n)
+        chunk = to_tensor(driver[start:start + window], cfg.out_size)[None]  # (1, T, 3, S, S)
         motion = model.encode(chunk).motion
         if driver_ref is None:
             driver_ref = motion[:, 0]

@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 
 from facevid.config import ModelConfig, TrainConfig
-from facevid.model.facevid import resize
 from facevid.report import save_grid
 
 COLUMNS = ["reference", "target", "warped", "output", "other face", "transfer"]
@@ -28,12 +27,11 @@ class GridMaker:
     @torch.no_grad()
     def rows(self, model, steps: int = 6) -> list[list[torch.Tensor]]:
         b = self.batch
-        n = model.cfg.net_size
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in b.items()}
         clips, frames = batch["target"].shape[:2]
         enc_a = model.encode(batch["content"])
-        enc_b = model.encode(resize(batch["target"].flatten(0, 1), n).view(clips, frames, 3, n, n))
+        enc_b = model.encode(batch["target"])
         ref_motion = enc_a.motion[torch.arange(clips), batch["ref_index"]]
         ref_points = model.keypoints(batch["reference"])
         g = torch.Generator(device).manual_seed(0)

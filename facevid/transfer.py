@@ -68,11 +68,9 @@ class Animator:
     def __init__(self, model, source_crop: np.ndarray, *, steps: int, guidance: float, seed: int, relative: bool,
                  device: str):
         self.model, self.steps, self.guidance, self.relative, self.device = model, steps, guidance, relative, device
-        cfg = model.cfg
         with torch.no_grad():
             self.source = to_tensor(source_crop[None], source_crop.shape[0]).to(device)   # (1, 3, S, S)
-            net = torch.nn.functional.adaptive_avg_pool2d(self.source, cfg.net_size)[:, None]
-            encoded = model.encode(net)
+            encoded = model.encode(self.source[:, None])
             self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
             self.source_points = model.keypoints(self.source)
         self.driver_ref: torch.Tensor | None = None
@@ -83,10 +81,7 @@ class Animator:
         """Generated crops (out_size) for a window of driver crops (out_size)."""
         model, cfg = self.model, self.model.cfg
         frames = to_tensor(np.stack(driver_crops), cfg.out_size).to(self.device)[None]   # (1, T, 3, S, S)
-        t = frames.shape[1]
-        net = torch.nn.functional.adaptive_avg_pool2d(frames[0], cfg.net_size).view(1, t, 3, cfg.net_size,
-                                                                                     cfg.net_size)
-        motion = model.encode(net).motion
+        motion = model.encode(frames).motion
         if self.driver_ref is None:
             self.driver_ref = motion[:, 0]
         if self.relative:

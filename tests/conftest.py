@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+import cv2
+
 from facevid import demo
+from facevid.config import PRESETS
+from facevid.model.facevid import FaceVid
+from facevid.train import export_weights
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +52,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    return export_weights(FaceVid(PRESETS["tiny"]).eval(), path)
+
+
+@pytest.fixture(scope="session")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photo") / "face.png"
+    cv2.imwrite(str(path), cv2.cvtColor(demo.astronaut(), cv2.COLOR_RGB2BGR))
+    return path

@@ -13,7 +13,6 @@ from facevid.fvl import FvlFrame, FvlHeader, FvlWriter, pack_codes, read_fvl, un
 from facevid.video import probe
 
 from test_cli_track import assert_one_line_error, run_cli
-from test_transfer import tiny_weights  # noqa: F401  (fixture)
 
 
 def test_code_packing_round_trip():
@@ -55,7 +54,7 @@ def test_file_round_trip_and_fuzzing(tmp_path):
         read_fvl(bad)
 
 
-def test_encode_decode_cli(capsys, tmp_path, tiny_weights, moving_clip):  # noqa: F811
+def test_encode_decode_cli(capsys, tmp_path, tiny_weights, moving_clip):
     video, _ = moving_clip
     fvl, recon, pasted = tmp_path / "c.fvl", tmp_path / "r.mp4", tmp_path / "p.mp4"
     code, out, err = run_cli(capsys, "encode", video, "-o", fvl, "--weights", tiny_weights, "--json", "-q")
@@ -75,7 +74,7 @@ def test_encode_decode_cli(capsys, tmp_path, tiny_weights, moving_clip):  # noqa
     assert (info.width, info.height) == (320, 288) and info.has_audio and info.frame_count == 40
 
 
-def test_codec_errors(capsys, tmp_path, tiny_weights, moving_clip):  # noqa: F811
+def test_codec_errors(capsys, tmp_path, tiny_weights, moving_clip):
     video, _ = moving_clip
     junk = tmp_path / "junk.fvl"
     junk.write_bytes(b"hello")

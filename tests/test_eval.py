@@ -12,7 +12,6 @@ from facevid.identity import FaceMeter, jitter, motion_error, temporal_identity
 from facevid.prepare import write_synthetic_cache
 
 from test_cli_track import assert_one_line_error, run_cli
-from test_transfer import tiny_weights  # noqa: F401  (fixture)
 
 
 def test_face_meter_on_the_astronaut():
@@ -39,7 +38,7 @@ def test_motion_and_temporal_measures():
     assert temporal_identity(e)[1] < 0.5
 
 
-def test_eval_cli(capsys, tmp_path, tiny_weights):  # noqa: F811
+def test_eval_cli(capsys, tmp_path, tiny_weights):
     cache = tmp_path / "cache"
     write_synthetic_cache(cache, clips=2, frames=8, size=32, seed=5)
     code, out, err = run_cli(capsys, "eval", tiny_weights, "--data", cache, "--max-frames", 6, "--steps", 1,

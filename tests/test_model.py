@@ -8,7 +8,7 @@ import torch
 
 from facevid.config import PRESETS, TrainConfig
 from facevid.data import BatchSampler, load_cache
-from facevid.model.facevid import FaceVid, resize
+from facevid.model.facevid import FaceVid
 from facevid.prepare import write_synthetic_cache
 from facevid.train import make_optimizer, train_step
 
@@ -82,11 +82,10 @@ def test_gradients_reach_every_part(synthetic_cache):
 
 def _reconstruction_error(model, batch, steps=4):
     model.eval()
-    n = TINY.net_size
     with torch.no_grad():
         b, t = batch["target"].shape[:2]
         enc_a = model.encode(batch["content"])
-        enc_b = model.encode(resize(batch["target"].flatten(0, 1), n).view(b, t, 3, n, n))
+        enc_b = model.encode(batch["target"])
         ref_motion = enc_a.motion[torch.arange(b), batch["ref_index"]]
         out = model.decode(batch["reference"], batch["ref_landmarks"], ref_motion, enc_b.motion, enc_a.content,
                            steps=steps, generator=torch.Generator().manual_seed(0))

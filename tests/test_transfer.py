@@ -5,29 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from facevid import demo
-from facevid.config import PRESETS
-from facevid.model.facevid import FaceVid
-from facevid.train import export_weights
 from facevid.video import iter_frames, probe
 
 from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    return export_weights(FaceVid(PRESETS["tiny"]).eval(), path)
-
-
-@pytest.fixture(scope="module")
-def photo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("photo") / "face.png"
-    cv2.imwrite(str(path), cv2.cvtColor(demo.astronaut(), cv2.COLOR_RGB2BGR))
-    return path
 
 
 def _frames(path):

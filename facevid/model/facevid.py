@@ -83,7 +83,10 @@ class FaceVid(nn.Module):
     # ------------------------------------------------------------------ encoding
 
     def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> Encoded:
-        """frames (B, T, 3, n, n) in [-1, 1] → content, quantized motion, codes."""
+        """frames (B, T, 3, H, W) in [-1, 1] (crops at out_size) → content, quantized motion, codes."""
+        b, t = frames.shape[:2]
+        size = self.cfg.enc_size
+        frames = resize(frames.flatten(0, 1), size).view(b, t, 3, size, size)
         content, features = self.encoder(frames)
         quant = self.quantizer(features, generator=generator)
         return Encoded(content, quant.quantized, quant.codes, quant)
@@ -164,11 +167,11 @@ class FaceVid(nn.Module):
     def training_losses(self, batch: dict, generator: torch.Generator | None = None) -> tuple[dict, dict]:
         """Cross-driven losses (content from half A, motion from half B, reconstruct B)."""
         cfg = self.cfg
-        content_frames, target = batch["content"], batch["target"]              # (B,Ta,3,n,n), (B,Tb,3,S,S)
+        content_frames, target = batch["content"], batch["target"]              # (B,Ta,3,S,S), (B,Tb,3,S,S)
         b, tb = target.shape[:2]
         target_net = resize(target.flatten(0, 1), cfg.net_size)                  # (N, 3, n, n)
         enc_a = self.encode(content_frames, generator)
-        enc_b = self.encode(target_net.view(b, tb, 3, cfg.net_size, cfg.net_size), generator)
+        enc_b = self.encode(target, generator)
         ref_motion = enc_a.motion[torch.arange(b), batch["ref_index"]]           # (B, M)
         ref_points = batch["ref_landmarks"]
         disp_b = self.displacement(enc_b.motion, ref_motion)
@@ -176,7 +179,7 @@ class FaceVid(nn.Module):
         pixels = cfg.net_size / 2   # landmark losses in pixels at net_size (coordinates span 2)
         loss_landmarks = pixels * ((disp_b - (batch["target_landmarks"] - ref_points[:, None])).abs().mean()
                                    + (disp_a - (batch["content_landmarks"] - ref_points[:, None])).abs().mean()) / 2
-        reference_net = content_frames[torch.arange(b), batch["ref_index"]]
+        reference_net = resize(batch["reference"], cfg.net_size)
         kp_pred = self.keypoint_net(torch.cat([reference_net, target_net[::tb]]))
         loss_keypoints = pixels * (kp_pred - torch.cat([ref_points, batch["target_landmarks"][:, 0]])).abs().mean()
 

@@ -247,6 +247,7 @@ def transfer(
     no_paste_back: bool = typer.Option(False, "--no-paste-back", help="Write the generated crops only."),
     no_colour_match: bool = typer.Option(False, "--no-colour-match", help="Paste back without colour matching."),
     window: int = typer.Option(16, "--window", help="Frames per batch (memory is bounded by it)."),
+    motion: str = typer.Option("codes", "--motion", help="Driver motion from the motion codes or keypoints."),
     aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     codec: str = typer.Option("libx264", "--codec", help="Video codec."),
@@ -260,7 +261,8 @@ def transfer(
 
     summary = run_transfer(source, driver, output, weights=weights, steps=steps, guidance=guidance, seed=seed,
                            absolute=absolute, paste=not no_paste_back, colour_match=not no_colour_match,
-                           window=window, aligner=aligner, device=device, codec=codec, crf=crf, force=force,
+                           window=window, motion=motion, aligner=aligner, device=device, codec=codec, crf=crf,
+                           force=force,
                            progress=not quiet)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))

@@ -112,6 +112,7 @@ class TrainConfig:
     loss_diffusion: float = 1.0     # EDM loss
     loss_landmarks: float = 1.0     # motion codes → landmark displacement (L1 in net_size pixels)
     loss_keypoints: float = 0.5     # keypoint net → landmarks of the reference (L1 in net_size pixels)
+    teacher_forcing: float = 0.5    # share of clips whose warp uses the true target landmarks
     max_steps: int = 1_000_000
     max_minutes: float = 0.0        # 0: no time limit
     checkpoint_minutes: float = 5.0

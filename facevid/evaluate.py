@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import torch
 
 from facevid.baselines import landmark_warp
-from facevid.data import Clip, to_tensor
+from facevid.data import Clip
 from facevid.model.facevid import FaceVid
-from facevid.report import to_uint8
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -49,26 +47,18 @@ class Scores:
         return {name: {k: float(np.mean(v)) for k, v in metrics.items()} for name, metrics in self.values.items()}
 
 
-@torch.no_grad()
 def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: int = 16, steps: int | None = None,
-            guidance: float = 1.0, seed: int = 0) -> np.ndarray:
+            guidance: float = 1.0, seed: int = 0, motion: str = "codes") -> np.ndarray:
     """Animate the source crop (H, W, 3) with the driver crops (T, H, W, 3) (relative motion)."""
+    from facevid.transfer import Animator
+
     cfg = model.cfg
-    src_out = to_tensor(source[None], cfg.out_size)                          # (1, 3, S, S)
-    content = model.encode(src_out[None]).content
-    src_points = model.keypoints(src_out)
-    generator = torch.Generator().manual_seed(seed)
-    outputs, driver_ref = [], None
+    source = cv2.resize(source, (cfg.out_size, cfg.out_size), interpolation=cv2.INTER_AREA)
+    animate = Animator(model, source, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
+                       seed=seed, relative=True, motion=motion)
+    outputs = []
     for start in range(0, len(driver), window):
-        chunk = to_tensor(driver[start:start + window], cfg.out_size)[None]  # (1, T, 3, S, S)
-        motion = model.encode(chunk).motion
-        if driver_ref is None:
-            driver_ref = motion[:, 0]
-        target = src_points[:, None] + model.displacement(motion, driver_ref)
-        frames = model.decode(src_out, src_points, driver_ref, motion, content,
-                              steps=cfg.sample_steps if steps is None else steps,
-                              guidance=guidance, generator=generator, target_points=target)
-        outputs += [to_uint8(f) for f in frames[0]]
+        outputs += animate(list(driver[start:start + window]))
     return np.stack(outputs)
 
 
@@ -89,12 +79,14 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
         marks = (clip.landmarks[:max_frames] + 1) * size / 2 - 0.5           # crop pixels at `size`
         fake = reenact(model, real[0], real, steps=steps, guidance=guidance)
         warped = reenact(model, real[0], real, steps=0)
+        keypoint_warp = reenact(model, real[0], real, steps=0, motion="keypoints")
         mean = reenact(model, real[0], real, steps=1)
         for t in range(1, len(real)):
             classical = landmark_warp(real[0], marks[0], marks[t], marks[0])
             scores.add("model", real[t], fake[t])
             scores.add("model, 1 step (mean)", real[t], mean[t])
             scores.add("model, warp only", real[t], warped[t])
+            scores.add("model, warp only, keypoint motion", real[t], keypoint_warp[t])
             scores.add("copy source", real[t], real[0])
             scores.add("landmark warp", real[t], classical)
             if sheet_rows is not None and t in (len(real) // 2, len(real) - 1):

@@ -62,18 +62,25 @@ def _reference(source, tracker) -> tuple[np.ndarray, np.ndarray]:
     raise NoFaceError(f"no face found in the source {source}")
 
 
+MOTION_SOURCES = ("codes", "keypoints")
+
+
 class Animator:
     """The model side of a transfer: the source's content and keypoints, the driver's reference."""
 
     def __init__(self, model, source_crop: np.ndarray, *, steps: int, guidance: float, seed: int, relative: bool,
-                 device: str):
+                 device: str = "cpu", motion: str = "codes"):
+        if motion not in MOTION_SOURCES:
+            raise ConfigError(f"unknown --motion '{motion}' (choose from {', '.join(MOTION_SOURCES)})")
         self.model, self.steps, self.guidance, self.relative, self.device = model, steps, guidance, relative, device
+        self.motion_source = motion
         with torch.no_grad():
             self.source = to_tensor(source_crop[None], source_crop.shape[0]).to(device)   # (1, 3, S, S)
             encoded = model.encode(self.source[:, None])
             self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
             self.source_points = model.keypoints(self.source)
         self.driver_ref: torch.Tensor | None = None
+        self.driver_ref_points: torch.Tensor | None = None
         self.generator = torch.Generator(device).manual_seed(seed)
 
     @torch.no_grad()
@@ -82,14 +89,17 @@ class Animator:
         model, cfg = self.model, self.model.cfg
         frames = to_tensor(np.stack(driver_crops), cfg.out_size).to(self.device)[None]   # (1, T, 3, S, S)
         motion = model.encode(frames).motion
+        points = model.keypoints(frames[0])[None] if self.motion_source == "keypoints" or not self.relative else None
         if self.driver_ref is None:
             self.driver_ref = motion[:, 0]
-        if self.relative:
+            self.driver_ref_points = points[:, 0] if points is not None else None
+        if not self.relative:
+            target, ref_motion = points, self.source_motion
+        elif self.motion_source == "keypoints":   # the driver's own landmark change, measured by KeypointNet
+            target, ref_motion = self.source_points[:, None] + points - self.driver_ref_points[:, None], self.driver_ref
+        else:                                     # the change the motion codes imply
             target = self.source_points[:, None] + model.displacement(motion, self.driver_ref)
             ref_motion = self.driver_ref
-        else:
-            target = model.keypoints(frames[0])[None]
-            ref_motion = self.source_motion
         out = model.decode(self.source, self.source_points, ref_motion, motion, self.content, steps=self.steps,
                            guidance=self.guidance, generator=self.generator, target_points=target)
         return [to_uint8(f) for f in out[0]]
@@ -98,6 +108,7 @@ class Animator:
 def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weights: str | None = None,
              steps: int | None = None, guidance: float = 1.0, seed: int = 0, absolute: bool = False,
              paste: bool = True, colour_match: bool = True, window: int = 16, aligner: str = "auto",
+             motion: str = "codes",
              device: str = "cpu", codec: str = "libx264", crf: int = 18, force: bool = False,
              progress: bool = True) -> TransferSummary:
     """Write `output`: the source face moving like the driver, with the driver's sound."""
@@ -120,7 +131,7 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
     first = _reference(source, FaceTracker(backend, spec))
     backgrounds = _source_frames(source, FaceTracker(backend, spec))
     animate = Animator(model, cut_crop(first[0], first[1], cfg.out_size), steps=cfg.sample_steps if steps is None
-                       else steps, guidance=guidance, seed=seed, relative=not absolute, device=device)
+                       else steps, guidance=guidance, seed=seed, relative=not absolute, device=device, motion=motion)
     summary = TransferSummary(str(source), str(driver), str(out), steps=animate.steps, relative=not absolute)
     tracker = FaceTracker(backend, spec)
     mask = crop_mask(cfg.out_size, "face")

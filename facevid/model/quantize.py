@@ -39,6 +39,8 @@ class QuantizerOutput:
     bits_hard: Tensor  # () sum_i H(histogram of argmax codes) in bits, noise-free in both modes (detached)
     distinct: Tensor  # (G,) int64 number of distinct argmax codes per group in this batch
     sample_entropy: Tensor  # () mean per-position entropy of p in bits per group (flat-logit detector, detached)
+    continuous: Tensor | None = None  # (..., G*d) what is quantized: the projected motion, per-group
+                                      # unit vectors when normalizing (the codes approximate it)
 
 
 def _entropy_bits(probs: Tensor) -> Tensor:
@@ -132,6 +134,10 @@ class GroupQuantizer(nn.Module):
         sq_norm = codebooks.pow(2).sum(-1)  # (G, V)
         return self.scale * (2.0 * cross - sq_norm)
 
+    def _continuous(self, projected: Tensor) -> Tensor:
+        m = projected.float().reshape(-1, self.groups, self.code_dim)
+        return (F.normalize(m, dim=-1) if self.normalize else m).flatten(-2)
+
     def code_vectors(self) -> Tensor:
         """The (G, V, d) codebook as used: unit vectors when `normalize` is set."""
         return F.normalize(self.codebooks, dim=-1) if self.normalize else self.codebooks
@@ -175,7 +181,8 @@ class GroupQuantizer(nn.Module):
         return QuantizerOutput(
             quantized=quantized.reshape(*lead, -1), codes=codes.reshape(*lead, self.groups),
             rate_loss=self._rate_loss(bits_soft, per_sample), bits_soft=bits_soft, bits_hard=bits_hard,
-            distinct=distinct, sample_entropy=per_sample.detach().mean())
+            distinct=distinct, sample_entropy=per_sample.detach().mean(),
+            continuous=self._continuous(projected).reshape(*lead, -1))
 
     def _sample(self, logits: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Straight-through gumbel-softmax: exact one-hot weights forward, soft gradient backward."""

@@ -84,20 +84,22 @@ class FaceVid(nn.Module):
 
     def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> Encoded:
         """frames (B, T, 3, H, W) in [-1, 1] (crops at out_size) → content, quantized motion, codes."""
-        b, t = frames.shape[:2]
-        size = self.cfg.enc_size
-        frames = resize(frames.flatten(0, 1), size).view(b, t, 3, size, size)
-        content, features = self.encoder(frames)
+        content, features = self._encoder(frames)
         quant = self.quantizer(features, generator=generator)
         return Encoded(content, quant.quantized, quant.codes, quant)
+
+    def _encoder(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder on frames resized to enc_size: content (B, K, E), features (B, T, E)."""
+        b, t = frames.shape[:2]
+        size = self.cfg.enc_size
+        return self.encoder(resize(frames.flatten(0, 1), size).view(b, t, 3, size, size))
 
     def encode_halves(self, first: torch.Tensor, second: torch.Tensor,
                       generator: torch.Generator | None = None) -> tuple[Encoded, Encoded]:
         """Encode two windows of the same clips, quantizing them together: the quantizer's
         batch standardization must see one set of statistics, or the motion change between
         the windows picks up the difference of their batch means."""
-        outputs = [self.encoder(resize(x.flatten(0, 1), self.cfg.enc_size).view(
-            *x.shape[:2], 3, self.cfg.enc_size, self.cfg.enc_size)) for x in (first, second)]
+        outputs = [self._encoder(x) for x in (first, second)]
         ta = first.shape[1]
         quant = self.quantizer(torch.cat([outputs[0][1], outputs[1][1]], dim=1), generator=generator)
         halves = []

@@ -131,7 +131,10 @@ def decode(fvl: str | Path, output: str | Path, *, weights: str | None = None, b
     data = read_fvl(fvl)
     out = check_output_path(output, force)
     if background is not None:
-        probe(background)
+        size = probe(background)
+        if (size.width, size.height) != tuple(data.header.source_size):
+            raise InputError(f"the background is {size.width}x{size.height} but {fvl} was encoded from a "
+                             f"{data.header.source_size[0]}x{data.header.source_size[1]} video")
     weights_path = resolve(weights or data.header.model)
     if sha256_of(weights_path) != data.header.model_sha256:
         raise InputError(f"{fvl} was encoded with other weights ({data.header.model}); pass them with --weights")

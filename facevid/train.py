@@ -248,6 +248,9 @@ def _restore(path: Path, model, ema, optimizer, generator, sampler):
 def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
           init_weights: str | Path | None = None, progress: bool = True, log=print) -> TrainSummary:
     """Train (or resume) a FaceVid model on `data`; everything is written under `run_dir`."""
+    from facevid.weights import check_device
+
+    check_device(cfg.device)
     rank, world = dist_info()
     init_distributed(cfg.device)
     if cfg.threads:

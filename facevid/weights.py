@@ -74,8 +74,21 @@ def resolve(name_or_path: str | Path | None) -> Path:
     raise InputError(f"no weights '{name}': not a file and not a name in weights.toml ({known})")
 
 
+def check_device(device: str) -> str:
+    """`cpu`, `cuda` or `cuda:N`, and only where it exists."""
+    import torch
+
+    from facevid.errors import BackendUnavailableError
+
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device '{device}' (choose cpu or cuda)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailableError(f"device '{device}' was asked for but no CUDA GPU is available here")
+    return device
+
+
 def load_model(name_or_path: str | Path | None = None, device: str = "cpu"):
     """The FaceVid model for a registry name or a safetensors path."""
     from facevid.train import load_weights
 
-    return load_weights(resolve(name_or_path), device=device)
+    return load_weights(resolve(name_or_path), device=check_device(device))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from facevid.fvl import FvlFrame, FvlHeader, FvlWriter, pack_codes, read_fvl, un
 from facevid.video import probe
 
 from test_cli_track import assert_one_line_error, run_cli
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_code_packing_round_trip():
@@ -82,6 +85,11 @@ def test_codec_errors(capsys, tmp_path, tiny_weights, moving_clip):
     assert_one_line_error(code, err)
     code, _, err = run_cli(capsys, "encode", video, "-o", tmp_path / "o.mp4", "--weights", tiny_weights, "-q")
     assert_one_line_error(code, err)   # encode writes .fvl only
+    fvl = tmp_path / "ok.fvl"
+    assert run_cli(capsys, "encode", video, "-o", fvl, "--weights", tiny_weights, "-q")[0] == 0
+    code, _, err = run_cli(capsys, "decode", fvl, "-o", tmp_path / "o.mp4", "--weights", tiny_weights,
+                           "--background", EXAMPLES / "astronaut.mp4", "-q")
+    assert_one_line_error(code, err)   # a background of another size
     code, _, err = run_cli(capsys, "encode", tmp_path / "none.mp4", "-o", tmp_path / "o.fvl", "-q")
     assert_one_line_error(code, err)
     assert not (tmp_path / "o.fvl").exists() and not (tmp_path / "o.mp4").exists()

@@ -62,7 +62,8 @@ def test_resume_continues_exactly(capsys, tmp_path, cache):
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
 
 
-@pytest.mark.parametrize("case", ["missing", "preset", "exists", "nothing_to_resume", "config_key", "holdout"])
+@pytest.mark.parametrize("case", ["missing", "preset", "exists", "nothing_to_resume", "config_key", "holdout",
+                                  "device"])
 def test_train_errors(capsys, tmp_path, cache, case):
     run, extra, data = tmp_path / "run", [], cache
     if case == "missing":
@@ -79,6 +80,8 @@ def test_train_errors(capsys, tmp_path, cache, case):
         extra = ["--config", bad]
     elif case == "holdout":
         extra = ["--holdout", tmp_path / "missing.txt"]
+    elif case == "device":
+        extra = ["--device", "tpu"]
     before = sorted(p.name for p in tmp_path.iterdir())
     code, _, err = run_cli(capsys, "train", data, "-o", run, "--max-steps", 1, *FAST, *extra)
     assert_one_line_error(code, err)

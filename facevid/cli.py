@@ -126,19 +126,6 @@ def prepare(
               file=sys.stderr)
 
 
-def _read_holdout(path: Optional[Path]) -> Optional[tuple[str, ...]]:
-    """Identities listed one per line (# comments) in a hold-out file."""
-    if path is None:
-        return None
-    from facevid.errors import InputError
-
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as error:
-        raise InputError(f"cannot read hold-out list {path}: {error.strerror}") from error
-    return tuple(line.split("#")[0].strip() for line in lines if line.split("#")[0].strip())
-
-
 @app.command(epilog="Example: facevid train ./my_videos -o runs/me --preset small --max-minutes 60")
 @_friendly
 def train(
@@ -162,10 +149,11 @@ def train(
     from dataclasses import asdict
 
     from facevid.config import load_train_config
+    from facevid.data import read_identities
     from facevid.train import train as run_train
 
     cfg = load_train_config(config, preset=preset, max_minutes=max_minutes, max_steps=max_steps,
-                            eval_identities=_read_holdout(holdout), synthetic_prob=synthetic, threads=threads,
+                            eval_identities=read_identities(holdout), synthetic_prob=synthetic, threads=threads,
                             device=device, seed=seed)
     summary = run_train(data, output, cfg, resume=resume, init_weights=init, progress=not quiet,
                         log=lambda line: print(line, file=sys.stderr))
@@ -194,12 +182,12 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
     """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines."""
-    from facevid.data import load_cache
+    from facevid.data import load_cache, read_identities
     from facevid.evaluate import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
     from facevid.report import save_grid
     from facevid.train import load_weights
 
-    identities = _read_holdout(holdout)
+    identities = read_identities(holdout)
     clips = load_cache(data, include=set(identities) if identities else None)
     clips = clips[:max_clips] if max_clips else clips
     if not clips:

@@ -30,6 +30,17 @@ class Clip:
     landmarks: np.ndarray    # (T, 68, 2) float32 in [-1, 1]
 
 
+def read_identities(path: str | Path | None) -> tuple[str, ...] | None:
+    """Identities listed one per line in a hold-out file (text after # is a comment)."""
+    if path is None:
+        return None
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise InputError(f"cannot read identity list {path}: {error.strerror}") from error
+    return tuple(line.split("#")[0].strip() for line in lines if line.split("#")[0].strip())
+
+
 def load_cache(cache: str | Path, *, include: set[str] | None = None, exclude: set[str] = frozenset(),
                min_frames: int = 2) -> list[Clip]:
     """The clips of a prepared cache (see facevid.prepare), filtered by identity."""

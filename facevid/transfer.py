@@ -108,7 +108,7 @@ class Animator:
 def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weights: str | None = None,
              steps: int | None = None, guidance: float = 1.0, seed: int = 0, absolute: bool = False,
              paste: bool = True, colour_match: bool = True, window: int = 16, aligner: str = "auto",
-             motion: str = "codes",
+             motion: str = "keypoints",
              device: str = "cpu", codec: str = "libx264", crf: int = 18, force: bool = False,
              progress: bool = True) -> TransferSummary:
     """Write `output`: the source face moving like the driver, with the driver's sound."""

@@ -130,14 +130,15 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
     backend = make_backend(aligner)
     first = _reference(source, FaceTracker(backend, spec))
     backgrounds = _source_frames(source, FaceTracker(backend, spec))
-    animate = Animator(model, cut_crop(first[0], first[1], cfg.out_size), steps=cfg.sample_steps if steps is None
+    source_crop = cut_crop(first[0], first[1], cfg.out_size)
+    animate = Animator(model, source_crop, steps=cfg.sample_steps if steps is None
                        else steps, guidance=guidance, seed=seed, relative=not absolute, device=device, motion=motion)
     summary = TransferSummary(str(source), str(driver), str(out), steps=animate.steps, relative=not absolute)
     tracker = FaceTracker(backend, spec)
     mask = crop_mask(cfg.out_size, "face")
     started = clock.perf_counter()
     pending: list = []
-    last_crop = None
+    last_crop = source_crop   # until the driver shows a face, the source stays at rest
     with VideoWriter(out, drv_info.fps, audio_from=driver, codec=codec, crf=crf, force=force) as writer, \
             progress_bar("transfer", drv_info.frame_count, enabled=progress) as advance:
 
@@ -161,9 +162,7 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
                 last_crop = cut_crop(frame.image, face.transform, cfg.out_size)
             else:
                 summary.driver_frames_without_face += 1
-            background = next(backgrounds)
-            crop = last_crop if last_crop is not None else cut_crop(first[0], first[1], cfg.out_size)
-            pending.append((frame.time, background, crop))
+            pending.append((frame.time, next(backgrounds), last_crop))
             summary.frames += 1
             if len(pending) == window:
                 flush()

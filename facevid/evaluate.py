@@ -62,6 +62,13 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
     return np.stack(outputs)
 
 
+def clip_at(clip: Clip, size: int, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's first frames resized to size x size, and their 68 landmarks in those pixels."""
+    frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
+                       for f in np.asarray(clip.frames[:max_frames])])
+    return frames, (clip.landmarks[:max_frames] + 1) * size / 2 - 0.5
+
+
 SHEET_COLUMNS = ["source", "driver (real)", "model", "1 step", "warp only", "landmark warp"]
 
 
@@ -74,9 +81,7 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
     scores = Scores()
     started, frames_done = time.perf_counter(), 0
     for clip in clips:
-        real = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
-                         for f in np.asarray(clip.frames[:max_frames])])
-        marks = (clip.landmarks[:max_frames] + 1) * size / 2 - 0.5           # crop pixels at `size`
+        real, marks = clip_at(clip, size, max_frames)
         fake = reenact(model, real[0], real, steps=steps, guidance=guidance)
         warped = reenact(model, real[0], real, steps=0)
         keypoint_warp = reenact(model, real[0], real, steps=0, motion="keypoints")
@@ -115,11 +120,8 @@ def cross_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 40
         other = clips[(i + 1) % len(clips)]
         if other.identity == clip.identity or len(clips) < 2:
             continue
-        source = cv2.resize(np.asarray(clip.frames[0]), (size, size), interpolation=cv2.INTER_AREA)
-        driver = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
-                           for f in np.asarray(other.frames[:max_frames])])
-        src_marks = (clip.landmarks[0] + 1) * size / 2 - 0.5
-        drv_marks = (other.landmarks[:max_frames] + 1) * size / 2 - 0.5
+        (source,), (src_marks,) = clip_at(clip, size, 1)
+        driver, drv_marks = clip_at(other, size, max_frames)
         methods = {"model": reenact(model, source, driver, steps=steps, guidance=guidance),
                    "copy source": np.repeat(source[None], len(driver), 0),
                    "paste driver": driver,

@@ -82,7 +82,7 @@ def save_training_plot(history: list[dict], path: str | Path, rate_target: float
         return {k: (steps, np.array([r.get(k, np.nan) for r in history], float))
                 for k in keys if history and k in history[0]}
 
-    losses = _panel(series(["warp", "diffusion", "landmarks", "keypoints", "total"]), "losses", log=True)
+    losses = _panel(series(["warp", "flow", "diffusion", "landmarks", "keypoints", "total"]), "losses", log=True)
     bits = series(["bits_soft", "bits_hard"])
     if rate_target is not None and len(steps):
         bits["target"] = (steps, np.full(len(steps), rate_target))

@@ -125,8 +125,8 @@ def export_weights(model: FaceVid, path: Path, extra: dict | None = None) -> Pat
     return path
 
 
-def load_weights(path: str | Path, device: str = "cpu") -> FaceVid:
-    """A FaceVid from a safetensors file written by export_weights (no pickle)."""
+def read_weights(path: str | Path, device: str = "cpu") -> tuple[ModelConfig, dict]:
+    """The model config and tensors of a safetensors file written by export_weights (no pickle)."""
     from safetensors import SafetensorError, safe_open
 
     from facevid.config import from_dict
@@ -140,11 +140,30 @@ def load_weights(path: str | Path, device: str = "cpu") -> FaceVid:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, json.JSONDecodeError) as error:
         raise InputError(f"cannot read weights {path}: {error}") from error
+    return cfg, state
+
+
+def load_weights(path: str | Path, device: str = "cpu") -> FaceVid:
+    """A FaceVid from a safetensors file written by export_weights."""
+    cfg, state = read_weights(path, device)
     model = FaceVid(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(f"{path} does not match the model (missing {len(missing)}, unexpected {len(unexpected)})")
     return model.to(device).eval()
+
+
+def init_from(model: FaceVid, path: str | Path) -> list[str]:
+    """Start `model` from the weights in `path` (e.g. an earlier run's export); parameters the
+    file lacks (a module added since) keep their initialisation. Returns their names."""
+    _, state = read_weights(path)
+    own = model.state_dict()
+    clash = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if clash:
+        raise InputError(f"{path} does not fit the {model.cfg.__class__.__name__} of this run "
+                         f"({len(clash)} tensors differ, e.g. {clash[0]})")
+    missing, _ = model.load_state_dict(state, strict=False)
+    return list(missing)
 
 
 # ---------------------------------------------------------------------------- data
@@ -182,7 +201,8 @@ def make_sampler(clips, cfg: TrainConfig, model_cfg: ModelConfig, seed: int):
     return BatchSampler(clips, out_size=model_cfg.out_size, net_size=model_cfg.net_size,
                         clips_per_batch=cfg.clips_per_batch, content_frames=cfg.content_frames,
                         target_frames=cfg.target_frames, stride2_prob=cfg.stride2_prob, flip_prob=cfg.flip_prob,
-                        synthetic_prob=cfg.synthetic_prob, seed=seed)
+                        synthetic_prob=cfg.synthetic_prob, flow_size=model_cfg.flow_size // 2 if cfg.loss_flow else 0,
+                        seed=seed)
 
 
 # ---------------------------------------------------------------------------- loop
@@ -213,7 +233,7 @@ class _StopFlag:
 
 
 def train_step(model, optimizer, batch, generator, cfg: TrainConfig, world: int) -> dict:
-    weights = {"warp": cfg.loss_warp, "diffusion": cfg.loss_diffusion, "landmarks": cfg.loss_landmarks,
+    weights = {"warp": cfg.loss_warp, "flow": cfg.loss_flow, "diffusion": cfg.loss_diffusion, "landmarks": cfg.loss_landmarks,
                "keypoints": cfg.loss_keypoints, "rate": 1.0}
     losses, metrics = model.training_losses(batch, generator, teacher_forcing=cfg.teacher_forcing)
     total = sum(weights[k] * v for k, v in losses.items())
@@ -274,7 +294,9 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
     torch.manual_seed(cfg.seed)
     model = FaceVid(model_cfg)
     if init_weights is not None:
-        model.load_state_dict(load_weights(init_weights).state_dict())
+        new = init_from(model, init_weights)
+        if new and rank == 0:
+            log(f"initialised from {init_weights}; new parameters: {', '.join(new)}")
     model = model.to(cfg.device).train()
     ema = copy.deepcopy(model).eval()
     optimizer = make_optimizer(model, cfg)
@@ -355,7 +377,7 @@ def _save(model, ema, optimizer, generator, sampler, step, start, history, cfg, 
 
 def _log_line(record: dict) -> str:
     return (f"step {record['step']:>7} | loss {record['total']:.4f} (warp {record['warp']:.4f}, "
-            f"diff {record['diffusion']:.4f}, lmk {record['landmarks']:.4f}) | "
+            f"flow {record.get('flow', 0.0):.3f}, diff {record['diffusion']:.4f}, lmk {record['landmarks']:.4f}) | "
             f"bits {record['bits_hard']:.1f} hard / {record['bits_soft']:.1f} soft | "
             f"codes {record['codes_mean']:.1f} | warp {record['warp_psnr']:.2f} dB | "
             f"{record['frames_per_second']:.1f} frames/s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,8 @@ def synthetic_cache(tmp_path_factory):
 
 def _sampler(cache, seed=0, clips_per_batch=2):
     return BatchSampler(load_cache(cache), out_size=TINY.out_size, net_size=TINY.net_size,
-                        clips_per_batch=clips_per_batch, content_frames=3, target_frames=3, seed=seed)
+                        clips_per_batch=clips_per_batch, content_frames=3, target_frames=3,
+                        flow_size=TINY.flow_size // 2, seed=seed)
 
 
 @pytest.mark.parametrize("frames", [1, 3, 7])
@@ -166,3 +168,18 @@ def test_presets_are_coherent():
         assert cfg.net_size % cfg.dit_patch == 0 and cfg.out_size % cfg.net_size == 0
     with pytest.raises(Exception, match="dit_patch"):
         type(small)(net_size=60)
+
+
+def test_optical_flow_target_recovers_a_known_shift():
+    """The flow target of the warp: a frame shifted right by 4 px (of 64) shows at p what the
+    reference shows at p − 4 px, so its backward flow is −4 px = −0.125 in normalised x."""
+    from facevid.data import optical_flow
+
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), (0, 0), 2)
+    reference = texture[16:80, 16:80]
+    shifted = texture[16:80, 12:76]
+    flow = optical_flow(reference, shifted[None], 16)
+    assert flow.shape == (1, 2, 16, 16)
+    centre = flow[0, :, 4:12, 4:12]
+    assert abs(centre[0].mean() + 0.125) < 0.02 and abs(centre[1].mean()) < 0.02

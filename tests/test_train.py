@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -44,6 +45,34 @@ def test_train_writes_weights_grid_plot_and_log(capsys, tmp_path, cache):
     assert config["dit_dim"] == 32
     model = load_weights(run / "model.safetensors")
     assert model.cfg.vq_groups == 4
+
+
+def test_init_from_earlier_weights_keeps_new_modules_fresh(tmp_path):
+    """`--init` starts from an earlier export; a module the file lacks keeps its initialisation,
+    and a file of another architecture is refused."""
+    from facevid.config import PRESETS
+    from facevid.errors import InputError
+    from facevid.model.facevid import FaceVid
+    from facevid.train import export_weights, init_from
+
+    torch.manual_seed(0)
+    old = FaceVid(PRESETS["tiny"])
+    with torch.no_grad():
+        old.flow_head.weight.normal_()
+    path = export_weights(old, tmp_path / "old.safetensors")
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith("flow_head.")}
+    with safe_open(str(path), framework="pt") as f:
+        save_file(tensors, str(path), metadata=f.metadata())
+    new = FaceVid(PRESETS["tiny"])
+    assert init_from(new, path) == ["flow_head.weight"]
+    for name, tensor in new.state_dict().items():
+        if name != "flow_head.weight":
+            assert torch.equal(tensor, old.state_dict()[name]), name
+    assert not new.flow_head.weight.any()
+    with pytest.raises(InputError, match="does not fit"):
+        init_from(FaceVid(replace(PRESETS["tiny"], enc_dim=48)), path)
 
 
 def _weights(run):

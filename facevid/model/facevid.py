@@ -2,7 +2,9 @@
 
 encoder → content (K tokens) + motion features → group VQ (bitrate-controlled codes) →
   keypoints: reference landmarks (KeypointNet) + a linear map of the motion-code change
-  → thin-plate-spline warp of the reference, refined by FlowNet (residual flow, occlusion)
+  → thin-plate-spline warp of the reference + a coarse dense flow (another linear map of
+    the code change), refined by FlowNet (residual flow, occlusion); trained against the
+    landmarks and the optical flow of each training frame
   → EDM DiT denoiser at net_size conditioned on the warped reference, the motion (adaLN)
     and the content tokens (concatenated) generates the residual target − warped
     reference: what warping cannot show (mouth interior, eyelids, shading)
@@ -27,7 +29,7 @@ from facevid.config import ModelConfig
 from facevid.model.decoder import DiT
 from facevid.model.encoder import Encoder, KeypointNet
 from facevid.model.quantize import GroupQuantizer, QuantizerOutput
-from facevid.model.warp import FlowNet, border_anchors, tps_grid, warp_image
+from facevid.model.warp import FlowNet, border_anchors, grid_to_flow, tps_grid, warp_image
 from facevid.sampling import Denoiser, guided, karras_sigmas, sample, sample_training_sigmas
 
 
@@ -44,6 +46,9 @@ class Warped:
     out: torch.Tensor            # (N, 3, S, S) reference warped at output resolution
     net: torch.Tensor            # (N, 3, n, n) ... at network resolution
     occlusion: torch.Tensor      # (N, 1, n, n) 1 = visible in the reference
+    grid: torch.Tensor           # (N, f, f, 2) the final backward grid at flow_size
+    base: torch.Tensor           # (N, f, f, 2) ... before FlowNet: TPS on the keypoints + the coarse flow
+    tps: torch.Tensor            # (N, f, f, 2) ... the TPS alone
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -68,6 +73,8 @@ class FaceVid(nn.Module):
                                         normalize=cfg.vq_normalize, gumbel_scale=cfg.vq_gumbel_scale)
         self.landmark_head = nn.Linear(cfg.motion_dim, cfg.keypoints * 2, bias=False)
         nn.init.zeros_(self.landmark_head.weight)   # start from "no motion": the warp copies the reference
+        self.flow_head = nn.Linear(cfg.motion_dim, 2 * cfg.coarse_flow ** 2, bias=False)
+        nn.init.zeros_(self.flow_head.weight)
         self.keypoint_net = KeypointNet(cfg.keypoints)
         self.flow_cond = nn.Sequential(nn.Linear(2 * cfg.motion_dim, 128), nn.SiLU(), nn.Linear(128, 128))
         self.flow_net = FlowNet(in_channels=3, cond_dim=128, channels=cfg.flow_channels,
@@ -117,6 +124,13 @@ class FaceVid(nn.Module):
         b, t = motion.shape[:2]
         return self.landmark_head(motion - ref_motion[:, None]).view(b, t, self.cfg.keypoints, 2)
 
+    def coarse_flow(self, motion: torch.Tensor, ref_motion: torch.Tensor) -> torch.Tensor:
+        """Dense flow (B, T, 2, c, c) read linearly off the motion-code change (like the landmarks:
+        a driver's change of codes is a change of flow on any face)."""
+        b, t = motion.shape[:2]
+        c = self.cfg.coarse_flow
+        return self.flow_head(motion - ref_motion[:, None]).view(b, t, 2, c, c)
+
     def keypoints(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) → (N, K, 2) landmarks in [-1, 1] (runs at net_size)."""
         return self.keypoint_net(resize(image, self.cfg.net_size))
@@ -133,10 +147,11 @@ class FaceVid(nn.Module):
         src = ref_points.repeat_interleave(t, 0)                                 # (N, K, 2)
         dst = target_points.flatten(0, 1)
         tps = tps_grid(src, dst, cfg.flow_size, cfg.flow_size, anchors=self.anchors)
+        base = tps + resize(self.coarse_flow(motion, ref_motion).flatten(0, 1), cfg.flow_size).permute(0, 2, 3, 1)
         cond = self.flow_cond(torch.cat([motion - ref_motion[:, None], motion], -1).flatten(0, 1))
-        grid, occlusion = self.flow_net(resize(ref_net, cfg.flow_size), tps, src, dst, cond)
+        grid, occlusion = self.flow_net(resize(ref_net, cfg.flow_size), base, src, dst, cond)
         occlusion = resize(occlusion, cfg.net_size)
-        return Warped(warp_image(ref_out, grid), warp_image(ref_net, grid), occlusion)
+        return Warped(warp_image(ref_out, grid), warp_image(ref_net, grid), occlusion, grid, base, tps)
 
     def _conditions(self, warped: Warped, motion: torch.Tensor, content: torch.Tensor, frames: int):
         # the diffusion loss trains the occlusion mask but not the warp (the warp loss does)
@@ -223,6 +238,19 @@ class FaceVid(nn.Module):
         warped = self.warp(batch["reference"], ref_points, target_points, ref_motion, enc_b.motion)
         target_flat = target.flatten(0, 1)
         loss_warp = (warped.out - target_flat).abs().mean()
+        loss_flow = target.new_zeros(())
+        if "target_flow" in batch:   # optical flow target → reference, (B, Tb, 2, F, F) normalised
+            true_flow = batch["target_flow"].flatten(0, 1)
+            size = true_flow.shape[-1]
+
+            def flow_error(grid):
+                return pixels * (resize(grid_to_flow(grid), size) - true_flow).abs().mean()
+
+            # the final grid, the coarse flow from the codes and (direct gradient, as for the
+            # landmarks) from the continuous motion, each on top of the TPS
+            cont_flow = resize(self.coarse_flow(cont_b, cont_ref).flatten(0, 1), cfg.flow_size)
+            loss_flow = (flow_error(warped.grid) + flow_error(warped.base)
+                         + flow_error(warped.tps + cont_flow.permute(0, 2, 3, 1))) / 3
 
         shared, cond, uncond = self._conditions(warped, enc_b.motion, enc_a.content, tb)
         drop = torch.rand(b, generator=generator, device=target.device) < cfg.cond_dropout
@@ -237,7 +265,7 @@ class FaceVid(nn.Module):
         residual = target_net - warped.net.detach()
         loss_diffusion = self.denoiser.loss(residual, noise, sigma, **shared, **cond).mean()
         rate = enc_a.quant.rate_loss   # shared by both halves (quantized together)
-        losses = {"warp": loss_warp, "diffusion": loss_diffusion, "landmarks": loss_landmarks,
+        losses = {"warp": loss_warp, "flow": loss_flow, "diffusion": loss_diffusion, "landmarks": loss_landmarks,
                   "keypoints": loss_keypoints, "rate": rate}
         with torch.no_grad():
             mse = ((warped.out - target_flat) ** 2).mean((1, 2, 3)).clamp(min=1e-10)

@@ -102,7 +102,9 @@ class TrainConfig:
     clips_per_batch: int = 4        # B
     content_frames: int = 6         # frames of half A (content)
     target_frames: int = 6          # frames of half B (motion, reconstructed)
-    stride2_prob: float = 0.5       # 2x temporal downsampling augmentation
+    strides: tuple[int, ...] = (1, 2, 4, 8)   # frame strides of a window, drawn uniformly among those that
+                                    # fit the clip: at 8 the reference and target are up to 3.5 s apart, as in
+                                    # evaluation and transfer (reference = first frame); (1, 2) only reached 0.9 s
     flip_prob: float = 0.5          # horizontal flip augmentation
     synthetic_prob: float = 0.0     # share of batches of synthetic heads
     lr_encoder: float = 2e-4        # AdamW learning rates per module (paper: per-module rates)

@@ -99,7 +99,7 @@ class BatchSampler:
     """Draws cross-driven batches; all randomness from one numpy Generator (resumable)."""
 
     def __init__(self, clips: list[Clip], *, out_size: int, net_size: int, clips_per_batch: int,
-                 content_frames: int, target_frames: int, stride2_prob: float = 0.5, flip_prob: float = 0.5,
+                 content_frames: int, target_frames: int, strides: tuple[int, ...] = (1, 2), flip_prob: float = 0.5,
                  synthetic_prob: float = 0.0, flow_size: int = 0, seed: int = 0):
         self.window = content_frames + target_frames
         self.clips = [c for c in clips if len(c.frames) >= self.window]
@@ -107,15 +107,15 @@ class BatchSampler:
             raise InputError(f"no clip has the {self.window} frames a training window needs")
         self.out_size, self.net_size = out_size, net_size
         self.b, self.ta, self.tb = clips_per_batch, content_frames, target_frames
-        self.stride2_prob, self.flip_prob, self.synthetic_prob = stride2_prob, flip_prob, synthetic_prob
+        self.strides, self.flip_prob, self.synthetic_prob = tuple(strides), flip_prob, synthetic_prob
         self.flow_size = flow_size
         weights = np.array([len(c.frames) for c in self.clips], float)
         self.weights = weights / weights.sum() if len(weights) else weights
         self.rng = np.random.default_rng(seed)
 
     def _window(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-        stride = 2 if (self.rng.random() < self.stride2_prob
-                       and len(clip.frames) >= (self.window - 1) * 2 + 1) else 1
+        fits = [s for s in self.strides if len(clip.frames) >= (self.window - 1) * s + 1] or [1]
+        stride = fits[int(self.rng.integers(len(fits)))]
         span = (self.window - 1) * stride + 1
         start = int(self.rng.integers(0, len(clip.frames) - span + 1))
         index = np.arange(start, start + span, stride)

@@ -200,7 +200,7 @@ def make_sampler(clips, cfg: TrainConfig, model_cfg: ModelConfig, seed: int):
 
     return BatchSampler(clips, out_size=model_cfg.out_size, net_size=model_cfg.net_size,
                         clips_per_batch=cfg.clips_per_batch, content_frames=cfg.content_frames,
-                        target_frames=cfg.target_frames, stride2_prob=cfg.stride2_prob, flip_prob=cfg.flip_prob,
+                        target_frames=cfg.target_frames, strides=cfg.strides, flip_prob=cfg.flip_prob,
                         synthetic_prob=cfg.synthetic_prob, flow_size=model_cfg.flow_size // 2 if cfg.loss_flow else 0,
                         seed=seed)
 

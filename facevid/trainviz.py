@@ -20,7 +20,7 @@ class GridMaker:
 
         sampler = BatchSampler(clips, out_size=model_cfg.out_size, net_size=model_cfg.net_size,
                                clips_per_batch=clips_per_grid, content_frames=cfg.content_frames,
-                               target_frames=cfg.target_frames, stride2_prob=0.0, flip_prob=0.0,
+                               target_frames=cfg.target_frames, strides=(1,), flip_prob=0.0,
                                synthetic_prob=1.0 if not clips else 0.0, seed=12345)
         self.batch = sampler.sample()
 

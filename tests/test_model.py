@@ -127,18 +127,20 @@ def test_motion_codes_carry_known_motion(synthetic_cache):
     motion: the landmark change they imply matches the renderer's exact one.
 
     Scored on the 8 synthetic faces the tiny model trained on: generalising motion codes to
-    unseen faces takes far more than a test's 300 steps (measured: ~0 R² on 8 unseen faces
-    after 300 steps on 48 training faces); `facevid eval` measures that on real people."""
+    unseen faces takes far more than a test's 400 steps (measured: ~0 R² on 8 unseen faces
+    after 300 steps on 48 training faces); `facevid eval` measures that on real people. The
+    optical-flow loss is off: tiny's 8 bits cannot carry the whole crop's flow as well
+    (measured with it: 14 distinct codes, 18% explained; without: 22, 30%)."""
     torch.manual_seed(0)
     model = FaceVid(TINY).train()
     cfg = TrainConfig(preset="tiny", lr_encoder=2e-3, lr_decoder=2e-3, lr_quantizer=5e-3, warmup_steps=10,
-                      loss_diffusion=0.1, loss_landmarks=5.0, teacher_forcing=0.0)
+                      loss_diffusion=0.1, loss_landmarks=5.0, loss_flow=0.0, teacher_forcing=0.0)
     optimizer = make_optimizer(model, cfg)
     sampler = _sampler(synthetic_cache, seed=2, clips_per_batch=4)
     generator = torch.Generator().manual_seed(0)
     from facevid.train import set_learning_rate
 
-    for step in range(300):
+    for step in range(400):
         set_learning_rate(optimizer, step, cfg.warmup_steps)
         train_step(model, optimizer, sampler.sample(), generator, cfg, world=1)
     model.eval()

@@ -168,57 +168,103 @@ def train(
 
 
 @app.command(name="eval", epilog="Example: facevid eval runs/me/model.safetensors --data cache --holdout "
-                                  "splits/faces_eval.txt --sheet eval.png")
+                                  "splits/faces_eval.txt --sheet eval.png --synthetic")
 @_friendly
 def evaluate(
     weights: Path = typer.Argument(..., help="Model weights (safetensors)."),
-    data: Path = typer.Option(..., "--data", help="Prepared cache with the evaluation clips."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared cache with the evaluation clips."),
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="Only these identities (one per line)."),
     max_frames: int = typer.Option(100, "--max-frames", help="Frames per clip."),
     max_clips: int = typer.Option(0, "--max-clips", help="At most this many clips (0: all)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (0: warp only)."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG of side-by-side frames."),
     cross: bool = typer.Option(False, "--cross", help="Also cross-reenactment (identity, motion, TL/TG-ID)."),
+    synthetic: bool = typer.Option(False, "--synthetic",
+                                   help="Also the synthetic-head benchmark (identity and motion factor errors)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
-    """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines."""
+    """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines;
+    with --synthetic, factor errors after transfer between synthetic heads (no --data needed)."""
     from facevid.data import load_cache, read_identities
+    from facevid.errors import InputError
     from facevid.evaluate import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
+    from facevid.factors import SYNTHETIC_COLUMNS, synthetic_benchmark
     from facevid.report import save_grid
     from facevid.train import load_weights
 
-    identities = read_identities(holdout)
-    clips = load_cache(data, include=set(identities) if identities else None)
-    clips = clips[:max_clips] if max_clips else clips
-    if not clips:
-        from facevid.errors import InputError
-
-        raise InputError(f"no evaluation clips in {data}" + (f" for the identities in {holdout}" if holdout else ""))
+    if data is None and not synthetic:
+        raise InputError("pass --data with the evaluation clips (or --synthetic for the synthetic benchmark alone)")
+    clips: list = []
+    if data is not None:
+        identities = read_identities(holdout)
+        clips = load_cache(data, include=set(identities) if identities else None)
+        clips = clips[:max_clips] if max_clips else clips
+        if not clips:
+            raise InputError(f"no evaluation clips in {data}"
+                             + (f" for the identities in {holdout}" if holdout else ""))
     model = load_weights(weights)
     rows: list = []
-    table = self_reenactment(model, clips, max_frames=max_frames, steps=steps, sheet_rows=rows if sheet else None)
     cross_rows: list = []
+    synthetic_rows: list = []
+    table = self_reenactment(model, clips, max_frames=max_frames, steps=steps,
+                             sheet_rows=rows if sheet else None) if clips else None
     cross_table = cross_reenactment(model, clips, max_frames=min(max_frames, 40), steps=steps,
-                                    sheet_rows=cross_rows if sheet else None) if cross else None
+                                    sheet_rows=cross_rows if sheet else None) if cross and clips else None
+    synthetic_table = synthetic_benchmark(model, steps=steps,
+                                          sheet_rows=synthetic_rows if sheet else None) if synthetic else None
     if sheet:
-        save_grid(rows, sheet, SHEET_COLUMNS)
-        if cross:
-            save_grid(cross_rows, sheet.with_name(sheet.stem + "_cross" + sheet.suffix), CROSS_COLUMNS)
+        for suffix, sheet_rows, columns in (("", rows, SHEET_COLUMNS), ("_cross", cross_rows, CROSS_COLUMNS),
+                                            ("_synthetic", synthetic_rows, SYNTHETIC_COLUMNS)):
+            if sheet_rows:
+                save_grid(sheet_rows, sheet.with_name(sheet.stem + suffix + sheet.suffix), columns)
     if as_json:
-        print(json.dumps({"self_reenactment": table, "cross_reenactment": cross_table}, indent=1))
+        print(json.dumps({"self_reenactment": table, "cross_reenactment": cross_table,
+                          "synthetic": synthetic_table}, indent=1))
         return
-    print(f"self-reenactment on {len(clips)} held-out clips, {table['_frames']} frames "
-          f"({table['_model_fps']:.1f} frames/s for model + warp-only + baselines)")
-    print("| method | PSNR (dB) | SSIM | L1 |\n|---|---|---|---|")
-    for name, row in table.items():
-        if not name.startswith("_"):
-            print(f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['l1']:.4f} |")
+    if table:
+        _print_self_reenactment(table, len(clips))
     if cross_table:
         print("\ncross-reenactment (each clip's first frame driven by the next clip's person)")
         print("| method | identity dist | same person | motion error | jitter | TL-ID | TG-ID |\n|---|---|---|---|---|---|---|")
         for name, row in cross_table.items():
             print(f"| {name} | {row['identity']:.3f} | {row['same_person']:.0%} | {row['motion']:.3f} | "
                   f"{row['jitter']:.3f} | {row['tl_id']:.3f} | {row['tg_id']:.3f} |")
+    if synthetic_table:
+        _print_synthetic(synthetic_table)
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_self_reenactment(table: dict, clips: int) -> None:
+    bits = table["_bits_per_frame"]
+    print(f"self-reenactment on {clips} held-out clips, {table['_frames']} frames; model {table['_model_fps']:.1f} "
+          f"frames/s, encode→decode {table['_reconstruction_fps']:.1f} frames/s; motion {bits['nominal']:.0f} "
+          f"bits/frame nominal, {bits['stored']} stored, {bits['entropy']:.1f} code entropy over these frames; "
+          f"real frames without a face (dlib): {table['_real_no_face']:.0%}")
+    print("| method | PSNR (dB) | SSIM | L1 | AKD | no face |\n|---|---|---|---|---|---|")
+    for name, row in table.items():
+        if not name.startswith("_"):
+            print(f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['l1']:.4f} | "
+                  f"{_number(row['akd'], '.4f')} | {_number(row['no_face'], '.0%')} |")
+
+
+def _print_synthetic(result: dict) -> None:
+    from facevid.synthetic import MOTION_FACTORS
+
+    estimator = result["estimator"]
+    r2 = estimator["r2"]
+    print(f"\nsynthetic heads: {result['pairs']} pairs x {result['frames']} frames, errors in training-set stds; "
+          f"factor estimator fitted in {estimator['seconds']:.1f} s, held-out R²: "
+          + ", ".join(f"{k} {r2[k]:.2f}" for k in MOTION_FACTORS)
+          + f"; group errors over the factors with R² ≥ {estimator['measurable_r2']} ("
+          f"{len(result['identity_factors'])} identity, motion: {', '.join(result['motion_factors'])})")
+    print("| method | identity err | motion err | PSNR vs truth | " + " | ".join(MOTION_FACTORS) + " |")
+    print("|---" * (4 + len(MOTION_FACTORS)) + "|")
+    for name, row in result["methods"].items():
+        print(f"| {name} | {_number(row['identity'], '.3f')} | {_number(row['motion'], '.3f')} | {row['psnr']:.2f} | "
+              + " | ".join(f"{row[k]:.3f}" for k in MOTION_FACTORS) + " |")
 
 
 @app.command(epilog="Example: facevid transfer face.png drive.mp4 -o out.mp4 --steps 6 --seed 1")

@@ -1,21 +1,27 @@
 """Quality measures on held-out clips of a prepared cache, model and baselines side by side.
 
-Self-reenactment (source = the clip's first frame, driver = the same clip): PSNR, SSIM
-and L1 against the real frames at the model's crop size, for the model, "copy the source"
-and the classical landmark warp. Everything runs on aligned crops, in streaming windows.
+Self-reenactment (source = the clip's first frame, driver = the same clip): PSNR, SSIM, L1
+and AKD (dlib landmark distance / outer-eye-corner distance) against the real frames at the
+model's crop size, for the model, "copy the source" and the classical landmark warp; the
+codec's encode→decode reconstruction and the motion stream's bits per frame. Everything
+runs on aligned crops, in streaming windows. The synthetic-head benchmark is in factors.py.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
 from facevid.baselines import landmark_warp
-from facevid.data import Clip
+from facevid.config import ModelConfig
+from facevid.data import Clip, to_tensor
 from facevid.model.facevid import FaceVid
+from facevid.report import to_uint8
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,6 +39,32 @@ def l1(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean() / 255.0)
 
 
+def akd(real: np.ndarray, fake: np.ndarray) -> float:
+    """Mean distance of 68 landmarks (68, 2) / the real frame's outer-eye-corner distance (36, 45)."""
+    return float(np.linalg.norm(fake - real, axis=1).mean() / max(np.linalg.norm(real[45] - real[36]), 1e-6))
+
+
+class LandmarkMeter:
+    """dlib's 68 landmarks of aligned crops, or None where its face detector finds no face."""
+
+    def __init__(self, cfg: ModelConfig):
+        import dlib
+
+        from facevid.crop import CropSpec
+        from facevid.identity import FaceMeter
+
+        self.meter = FaceMeter(CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y))
+        self.detector = dlib.get_frontal_face_detector()
+
+    def __call__(self, crop: np.ndarray) -> np.ndarray | None:
+        from facevid.identity import WORK_SIZE
+
+        work = cv2.resize(crop, (WORK_SIZE, WORK_SIZE), interpolation=cv2.INTER_CUBIC)
+        if len(self.detector(work, 0)) == 0:   # the shape predictor always answers; the detector can say "no face"
+            return None
+        return self.meter.landmarks(crop)
+
+
 @dataclass
 class Scores:
     """Running means of per-frame metrics."""
@@ -43,8 +75,19 @@ class Scores:
         for metric, fn in (("psnr", psnr), ("ssim", ssim), ("l1", l1)):
             self.values.setdefault(name, {}).setdefault(metric, []).append(fn(real, fake))
 
+    def add_landmarks(self, name: str, real: np.ndarray, fake: np.ndarray | None) -> None:
+        """AKD of one frame whose real frame has a face; `fake` None: no face found in the output."""
+        row = self.values.setdefault(name, {})
+        row.setdefault("no_face", []).append(fake is None)
+        if fake is not None:
+            row.setdefault("akd", []).append(akd(real, fake))
+
     def table(self) -> dict:
-        return {name: {k: float(np.mean(v)) for k, v in metrics.items()} for name, metrics in self.values.items()}
+        table = {name: {k: float(np.mean(v)) for k, v in metrics.items()} for name, metrics in self.values.items()}
+        for row in table.values():   # None: no frame where both the real frame and the output show a face
+            row.setdefault("akd", None)
+            row.setdefault("no_face", None)
+        return table
 
 
 def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: int = 16, steps: int | None = None,
@@ -62,6 +105,44 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
     return np.stack(outputs)
 
 
+@torch.no_grad()
+def reconstruct(model: FaceVid, frames: np.ndarray, *, window: int = 16, steps: int | None = None,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """What `facevid encode` + `facevid decode` make of crops (T, S, S, 3) at out_size, and the
+    codes (T, G) in between, computed as codec.py does: content and reference motion from the
+    first frame encoded alone (_open_writer), codes per window (_flush), decoded on the first
+    frame with the motion implied by the codes (decode).
+
+    Not the same computation as self-reenactment with motion="codes" (reenact): the Animator
+    takes the reference motion from frame 0 encoded inside the first window, where the encoder
+    attends across frames, so the two agree only where frame 0 gets the same codes both ways."""
+    cfg = model.cfg
+    reference = to_tensor(frames[:1], cfg.out_size)                                # (1, 3, S, S)
+    encoded = model.encode(reference[:, None])
+    ref_points = model.keypoints(reference)
+    generator = torch.Generator().manual_seed(seed)
+    outputs, codes = [], []
+    for start in range(0, len(frames), window):
+        chunk = model.encode(to_tensor(frames[start:start + window], cfg.out_size)[None]).codes   # (1, W, G)
+        made = model.decode(reference, ref_points, encoded.motion[:, 0], model.motion_from_codes(chunk),
+                            encoded.content, generator=generator, steps=cfg.sample_steps if steps is None else steps)
+        outputs += [to_uint8(f) for f in made[0]]
+        codes.append(chunk[0].numpy())
+    return np.stack(outputs), np.concatenate(codes)
+
+
+def bits_per_frame(cfg: ModelConfig, codes: np.ndarray) -> dict:
+    """The motion stream's rate: nominal G·log2 V, what an .fvl file stores (whole bits per
+    group), and the entropy of the hard codes (T, G) over these frames, group by group (what an
+    entropy coder could reach; biased low over few frames, at most log2 T per group)."""
+    counts = np.stack([np.bincount(group, minlength=cfg.vq_codebook) for group in codes.T])   # (G, V)
+    p = counts / counts.sum(1, keepdims=True)
+    entropy = -(p * np.log2(np.where(p > 0, p, 1))).sum()
+    return {"nominal": cfg.vq_groups * math.log2(cfg.vq_codebook),
+            "stored": cfg.vq_groups * max(1, (cfg.vq_codebook - 1).bit_length()),
+            "entropy": float(entropy), "frames": int(len(codes))}
+
+
 def clip_at(clip: Clip, size: int, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """A clip's first frames resized to size x size, and their 68 landmarks in those pixels."""
     frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
@@ -69,37 +150,61 @@ def clip_at(clip: Clip, size: int, max_frames: int) -> tuple[np.ndarray, np.ndar
     return frames, (clip.landmarks[:max_frames] + 1) * size / 2 - 0.5
 
 
-SHEET_COLUMNS = ["source", "driver (real)", "model", "1 step", "warp only", "landmark warp"]
+RECONSTRUCTION = "reconstruction (encode→decode)"
+SHEET_COLUMNS = ["source", "driver (real)", "model", "encode-decode", "1 step", "warp only", "landmark warp"]
+
+
+def _score_clip(scores: Scores, meter: LandmarkMeter, real: np.ndarray, methods: dict) -> int:
+    """Scores of frames 1.. of every method against the real frames; returns how many real
+    frames had no face (AKD skips those frames)."""
+    real_no_face = 0
+    for t in range(1, len(real)):
+        real_marks = meter(real[t])
+        real_no_face += real_marks is None
+        for name, frames in methods.items():
+            scores.add(name, real[t], frames[t])
+            if real_marks is not None:
+                scores.add_landmarks(name, real_marks, meter(frames[t]))
+    return real_no_face
 
 
 def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100, steps: int | None = None,
                      guidance: float = 1.0, sheet_rows: list | None = None) -> dict:
-    """Model, copy-source and landmark-warp scores on each clip driven by itself.
-
-    `sheet_rows`, if given, receives two rows of images per clip for a PNG sheet."""
+    """Model, encode→decode, copy-source and landmark-warp scores on each clip driven by
+    itself; `_model_fps` and `_reconstruction_fps` time the model alone, `_bits_per_frame`
+    is the motion stream's rate. `sheet_rows`, if given, receives two rows per clip."""
     size = model.cfg.out_size
+    meter = LandmarkMeter(model.cfg)
     scores = Scores()
-    started, frames_done = time.perf_counter(), 0
+    seconds = {"model": 0.0, RECONSTRUCTION: 0.0}
+    codes, frames_done, real_no_face = [], 0, 0
     for clip in clips:
         real, marks = clip_at(clip, size, max_frames)
+        started = time.perf_counter()
         fake = reenact(model, real[0], real, steps=steps, guidance=guidance)
-        warped = reenact(model, real[0], real, steps=0)
-        keypoint_warp = reenact(model, real[0], real, steps=0, motion="keypoints")
-        mean = reenact(model, real[0], real, steps=1)
-        for t in range(1, len(real)):
-            classical = landmark_warp(real[0], marks[0], marks[t], marks[0])
-            scores.add("model", real[t], fake[t])
-            scores.add("model, 1 step (mean)", real[t], mean[t])
-            scores.add("model, warp only", real[t], warped[t])
-            scores.add("model, warp only, keypoint motion", real[t], keypoint_warp[t])
-            scores.add("copy source", real[t], real[0])
-            scores.add("landmark warp", real[t], classical)
-            if sheet_rows is not None and t in (len(real) // 2, len(real) - 1):
-                sheet_rows.append([real[0], real[t], fake[t], mean[t], warped[t], classical])
+        seconds["model"] += time.perf_counter() - started
+        started = time.perf_counter()
+        recon, clip_codes = reconstruct(model, real, steps=steps)
+        seconds[RECONSTRUCTION] += time.perf_counter() - started
+        codes.append(clip_codes)
+        methods = {"model": fake, RECONSTRUCTION: recon,
+                   "model, 1 step (mean)": reenact(model, real[0], real, steps=1),
+                   "model, warp only": reenact(model, real[0], real, steps=0),
+                   "model, warp only, keypoint motion": reenact(model, real[0], real, steps=0, motion="keypoints"),
+                   "copy source": np.repeat(real[:1], len(real), 0),
+                   "landmark warp": np.stack([landmark_warp(real[0], marks[0], m, marks[0]) for m in marks])}
+        real_no_face += _score_clip(scores, meter, real, methods)
+        if sheet_rows is not None:
+            for t in sorted({len(real) // 2, len(real) - 1} - {0}):
+                sheet_rows.append([real[0], real[t]] + [methods[name][t] for name in (
+                    "model", RECONSTRUCTION, "model, 1 step (mean)", "model, warp only", "landmark warp")])
         frames_done += len(real)
     table = scores.table()
     table["_frames"] = frames_done
-    table["_model_fps"] = frames_done / max(time.perf_counter() - started, 1e-9)
+    table["_real_no_face"] = real_no_face / max(frames_done - len(clips), 1)
+    table["_model_fps"] = frames_done / max(seconds["model"], 1e-9)
+    table["_reconstruction_fps"] = frames_done / max(seconds[RECONSTRUCTION], 1e-9)
+    table["_bits_per_frame"] = bits_per_frame(model.cfg, np.concatenate(codes)) if codes else None
     return table
 
 

@@ -1,15 +1,21 @@
-"""`facevid eval` end to end on a tiny model and synthetic clips; the identity meter."""
+"""`facevid eval` end to end on a tiny model and synthetic clips; the identity meter; the
+synthetic-head factor estimator and benchmark."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 
-from facevid import demo
+from facevid import demo, synthetic
+from facevid.config import PRESETS
 from facevid.crop import CropSpec, align_transform, cut_crop
+from facevid.evaluate import RECONSTRUCTION, akd, bits_per_frame
+from facevid.factors import fit_estimator, synthetic_benchmark
 from facevid.identity import FaceMeter, jitter, motion_error, temporal_identity
 from facevid.prepare import write_synthetic_cache
+from facevid.train import load_weights
 
 from test_cli_track import assert_one_line_error, run_cli
 
@@ -38,14 +44,62 @@ def test_motion_and_temporal_measures():
     assert temporal_identity(e)[1] < 0.5
 
 
-def test_eval_cli(capsys, tmp_path, tiny_weights):
+def test_akd_and_bits_per_frame():
+    real = np.zeros((68, 2))
+    real[45] = [10, 0]
+    assert akd(real, real) == 0 and akd(real, real + [0, 1]) == pytest.approx(0.1)
+    tiny = PRESETS["tiny"]                                   # 4 groups of 8 codes
+    still = bits_per_frame(tiny, np.zeros((8, 4), int))
+    spread = bits_per_frame(tiny, np.tile(np.arange(8)[:, None], (1, 4)))
+    assert still["nominal"] == still["stored"] == 12 and still["entropy"] == 0 and spread["entropy"] == 12
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    """The benchmark's default estimator at the tiny model's crop size (fitted once, ~15 s)."""
+    return fit_estimator(PRESETS["tiny"].out_size)
+
+
+def test_factor_estimator_reads_held_out_heads(estimator):
+    # held-out R² measured at 32 px: yaw 0.99, pitch 0.97, roll 0.98, mouth_open 0.73,
+    # face_width 0.94, skin/background 1.00; smile 0.23 and blink 0.48 are not measurable
+    r2 = estimator.r2
+    assert min(r2["yaw"], r2["roll"], r2["skin_g"], r2["background_b"]) > 0.9 and r2["pitch"] > 0.85
+    assert r2["mouth_open"] > 0.55 and r2["face_width"] > 0.8
+    rng = np.random.default_rng(123)
+    identity, motion = synthetic.random_identity(rng), synthetic.Motion(yaw=0.4, mouth_open=0.9)
+    values = estimator(synthetic.render(identity, motion, 32)[None])[0]
+    yaw = len(synthetic.IDENTITY_FACTORS) + synthetic.MOTION_FACTORS.index("yaw")
+    assert abs(values[yaw] - 0.4) < 0.15
+
+
+def test_synthetic_benchmark_is_bracketed_by_the_baselines(one_thread, tiny_weights, estimator):
+    result = synthetic_benchmark(load_weights(tiny_weights), pairs=3, frames=12, steps=1, estimator=estimator)
+    methods = result["methods"]
+    copy, paste = methods["copy source"], methods["paste driver"]
+    assert set(methods) == {"model", "copy source", "paste driver"}
+    assert copy["identity"] < 0.3 * paste["identity"]       # measured 0.19 vs 1.42
+    assert paste["motion"] < 0.6 * copy["motion"]           # measured 0.11 vs 0.39
+    assert paste["yaw"] < copy["yaw"] and copy["psnr"] > paste["psnr"]
+    assert "yaw" in result["motion_factors"] and "skin_r" in result["identity_factors"]
+
+
+def test_eval_cli(capsys, tmp_path, tiny_weights, estimator):
     cache = tmp_path / "cache"
     write_synthetic_cache(cache, clips=2, frames=8, size=32, seed=5)
     code, out, err = run_cli(capsys, "eval", tiny_weights, "--data", cache, "--max-frames", 6, "--steps", 1,
-                             "--sheet", tmp_path / "sheet.png", "--json")
+                             "--sheet", tmp_path / "sheet.png", "--synthetic", "--json")
     assert code == 0, err
-    table = json.loads(out)["self_reenactment"]
-    assert {"model", "model, warp only", "copy source", "landmark warp"} <= set(table)
+    result = json.loads(out)
+    table = result["self_reenactment"]
+    assert {"model", RECONSTRUCTION, "model, warp only", "copy source", "landmark warp"} <= set(table)
+    assert {"psnr", "ssim", "l1", "akd", "no_face"} <= set(table["model"])
     assert table["_frames"] == 12 and (tmp_path / "sheet.png").is_file()
+    assert table["_bits_per_frame"]["nominal"] == 12 and table["_reconstruction_fps"] > 0
+    synthetic_table = result["synthetic"]
+    assert {"identity", "motion", "psnr", *synthetic.MOTION_FACTORS} <= set(synthetic_table["methods"]["model"])
+    assert synthetic_table["estimator"]["r2"]["yaw"] > 0.9 and (tmp_path / "sheet_synthetic.png").is_file()
     code, _, err = run_cli(capsys, "eval", tiny_weights, "--data", tmp_path / "nothing")
+    assert_one_line_error(code, err)
+    code, _, err = run_cli(capsys, "eval", tiny_weights)
     assert_one_line_error(code, err)

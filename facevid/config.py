@@ -120,6 +120,7 @@ class TrainConfig:
     loss_keypoints: float = 0.5     # keypoint net → landmarks of the reference (L1 in net_size pixels)
     loss_flow: float = 1.0          # warp flow → optical flow target → reference (L1 in net_size pixels)
     teacher_forcing: float = 0.5    # share of clips whose warp uses the true target landmarks
+    sigma_max_share: float = 0.2    # share of denoiser training frames at the sampler's σ_max (the 1-step mean)
     max_steps: int = 1_000_000
     max_minutes: float = 0.0        # 0: no time limit
     checkpoint_minutes: float = 5.0

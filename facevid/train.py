@@ -235,7 +235,8 @@ class _StopFlag:
 def train_step(model, optimizer, batch, generator, cfg: TrainConfig, world: int) -> dict:
     weights = {"warp": cfg.loss_warp, "flow": cfg.loss_flow, "diffusion": cfg.loss_diffusion, "landmarks": cfg.loss_landmarks,
                "keypoints": cfg.loss_keypoints, "rate": 1.0}
-    losses, metrics = model.training_losses(batch, generator, teacher_forcing=cfg.teacher_forcing)
+    losses, metrics = model.training_losses(batch, generator, teacher_forcing=cfg.teacher_forcing,
+                                            sigma_max_share=cfg.sigma_max_share)
     total = sum(weights[k] * v for k, v in losses.items())
     if not torch.isfinite(total):
         raise FloatingPointError(f"training loss is not finite ({ {k: v.item() for k, v in losses.items()} })")

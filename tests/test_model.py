@@ -144,7 +144,7 @@ def test_motion_codes_carry_known_motion(synthetic_cache):
         set_learning_rate(optimizer, step, cfg.warmup_steps)
         train_step(model, optimizer, sampler.sample(), generator, cfg, world=1)
     model.eval()
-    distinct, predicted, true, still = 0, [], [], []
+    distinct, predicted, true = 0, [], []
     for clip in load_cache(synthetic_cache):
         frames = torch.from_numpy(np.array(clip.frames)).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
         with torch.no_grad():

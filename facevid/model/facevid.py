@@ -198,13 +198,14 @@ class FaceVid(nn.Module):
     # ------------------------------------------------------------------ training
 
     def training_losses(self, batch: dict, generator: torch.Generator | None = None, *,
-                        teacher_forcing: float = 0.0) -> tuple[dict, dict]:
+                        teacher_forcing: float = 0.0, sigma_max_share: float = 0.0) -> tuple[dict, dict]:
         """Cross-driven losses (content from half A, motion from half B, reconstruct B).
 
         With probability `teacher_forcing` per clip the warp is driven by the true target
         landmarks instead of the codes' prediction, so the flow net and denoiser learn from
         correct motion while the landmark head is still poor (measured: a flow net trained
-        only on predicted motion made the warp with true landmarks 0.6 dB worse than TPS)."""
+        only on predicted motion made the warp with true landmarks 0.6 dB worse than TPS).
+        `sigma_max_share` of the noise levels are the sampler's σ_max."""
         cfg = self.cfg
         content_frames, target = batch["content"], batch["target"]              # (B,Ta,3,S,S), (B,Tb,3,S,S)
         b, tb = target.shape[:2]
@@ -261,6 +262,10 @@ class FaceVid(nn.Module):
         # σ ~ lognormal as in EDM, shifted to the residual's scale (P_mean -1.2 at σ_data 0.5)
         sigma = sample_training_sigmas(b * tb, p_mean=-1.2 + math.log(cfg.sigma_data / 0.5), generator=generator,
                                        device=target.device)
+        # ... and a share at the sampler's first level, where lognormal draws almost never land
+        # (ln 2 is 2.2 std above the mean) but the 1-step posterior mean and every sample start
+        at_max = torch.rand(b * tb, generator=generator, device=target.device) < sigma_max_share
+        sigma = torch.where(at_max, torch.full_like(sigma, cfg.sample_sigma_max), sigma)
         noise = torch.randn(target_net.shape, generator=generator, device=target.device)
         residual = target_net - warped.net.detach()
         loss_diffusion = self.denoiser.loss(residual, noise, sigma, **shared, **cond).mean()

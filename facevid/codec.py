@@ -62,25 +62,26 @@ def encode(video: str | Path, output: str | Path, *, weights: str | None = None,
     tracker = FaceTracker(make_backend(aligner), spec)
     summary = CodecSummary(str(video), str(out))
     started = clock.perf_counter()
-    writer, pending, last = None, [], None
+    writer, pending, last, reference = None, [], None, None
     try:
         with progress_bar("encode", info.frame_count, enabled=progress) as advance:
             for frame in iter_frames(video):
                 face = tracker.update(frame.image, frame.index, frame.time)
                 if face.found:
                     last = cut_crop(frame.image, face.transform, spec.size)
-                    if writer is None:
+                    if writer is None:   # the first face is the reference: motion is the change from it
                         writer = _open_writer(out, model, weights, weights_path, info, last, sha256_of)
+                        reference = _clip([last])[:, 0]
                 else:
                     summary.frames_without_face += 1
                 pending.append((frame.time, face.found, face.transform, last))
                 summary.frames += 1
                 advance(1)
                 if writer is not None and len(pending) >= window:
-                    _flush(model, writer, pending)
+                    _flush(model, writer, pending, reference)
             if writer is None:
                 raise NoFaceError(f"no face found in any of the {summary.frames} frames of {video}")
-            _flush(model, writer, pending)
+            _flush(model, writer, pending, reference)
             writer.close()
     except BaseException:
         if writer is not None:
@@ -97,7 +98,8 @@ def encode(video: str | Path, output: str | Path, *, weights: str | None = None,
 def _open_writer(out, model, name, weights_path, info, reference, sha256_of) -> FvlWriter:
     cfg = model.cfg
     png = cv2.imencode(".png", cv2.cvtColor(reference, cv2.COLOR_RGB2BGR))[1].tobytes()
-    encoded = model.encode(_clip([reference]))
+    clip = _clip([reference])
+    encoded = model.encode(clip, clip[:, 0])
     header = FvlHeader(model=str(name or "small"), model_sha256=sha256_of(weights_path), fps=info.fps,
                        crop_size=cfg.out_size, crop_margin=cfg.crop_margin, crop_center_y=cfg.crop_center_y,
                        groups=cfg.vq_groups, codebook=cfg.vq_codebook,
@@ -106,13 +108,14 @@ def _open_writer(out, model, name, weights_path, info, reference, sha256_of) -> 
     return FvlWriter(out, header, png, encoded.content[0].numpy(), encoded.motion[0, 0].numpy())
 
 
-def _flush(model, writer: FvlWriter, pending: list) -> None:
-    """Encode the pending frames (frames before the first face reuse the first face crop)."""
+def _flush(model, writer: FvlWriter, pending: list, reference: torch.Tensor) -> None:
+    """Encode the pending frames relative to the reference crop (1, 3, S, S) (frames before
+    the first face reuse the first face crop)."""
     if not pending:
         return
     first = next(crop for *_, crop in pending if crop is not None)
     crops = [crop if crop is not None else first for *_, crop in pending]
-    codes = model.encode(_clip(crops)).codes[0].numpy()
+    codes = model.encode(_clip(crops), reference).codes[0].numpy()
     for (time_s, found, transform, _), frame_codes in zip(pending, codes):
         matrix = transform if found else np.zeros((2, 3))
         writer.write(FvlFrame(time_s, found, matrix, frame_codes))

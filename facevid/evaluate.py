@@ -118,12 +118,12 @@ def reconstruct(model: FaceVid, frames: np.ndarray, *, window: int = 16, steps: 
     attends across frames, so the two agree only where frame 0 gets the same codes both ways."""
     cfg = model.cfg
     reference = to_tensor(frames[:1], cfg.out_size)                                # (1, 3, S, S)
-    encoded = model.encode(reference[:, None])
+    encoded = model.encode(reference[:, None], reference)
     ref_points = model.keypoints(reference)
     generator = torch.Generator().manual_seed(seed)
     outputs, codes = [], []
     for start in range(0, len(frames), window):
-        chunk = model.encode(to_tensor(frames[start:start + window], cfg.out_size)[None]).codes   # (1, W, G)
+        chunk = model.encode(to_tensor(frames[start:start + window], cfg.out_size)[None], reference).codes   # (1, W, G)
         made = model.decode(reference, ref_points, encoded.motion[:, 0], model.motion_from_codes(chunk),
                             encoded.content, generator=generator, steps=cfg.sample_steps if steps is None else steps)
         outputs += [to_uint8(f) for f in made[0]]

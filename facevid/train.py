@@ -154,16 +154,26 @@ def load_weights(path: str | Path, device: str = "cpu") -> FaceVid:
 
 
 def init_from(model: FaceVid, path: str | Path) -> list[str]:
-    """Start `model` from the weights in `path` (e.g. an earlier run's export); parameters the
-    file lacks (a module added since) keep their initialisation. Returns their names."""
+    """Start `model` from the weights in `path` (e.g. an earlier run's export). Parameters the
+    file lacks (a module added since) keep their initialisation; a layer that gained input
+    channels (dim 1) gets the file's weights on the old channels and zeros on the new ones,
+    so it computes what it did. Returns the names of the new or widened parameters."""
     _, state = read_weights(path)
     own = model.state_dict()
+    widened = []
+    for name, tensor in list(state.items()):
+        mine = own.get(name)
+        if (mine is not None and mine.dim() == tensor.dim() >= 2 and mine.shape[0] == tensor.shape[0]
+                and mine.shape[2:] == tensor.shape[2:] and mine.shape[1] > tensor.shape[1]):
+            state[name] = torch.cat([tensor, tensor.new_zeros(mine.shape[0], mine.shape[1] - tensor.shape[1],
+                                                              *tensor.shape[2:])], 1)
+            widened.append(name)
     clash = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
     if clash:
         raise InputError(f"{path} does not fit the {model.cfg.__class__.__name__} of this run "
                          f"({len(clash)} tensors differ, e.g. {clash[0]})")
     missing, _ = model.load_state_dict(state, strict=False)
-    return list(missing)
+    return list(missing) + widened
 
 
 # ---------------------------------------------------------------------------- data

@@ -30,8 +30,8 @@ class GridMaker:
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in b.items()}
         clips, frames = batch["target"].shape[:2]
-        enc_a = model.encode(batch["content"])
-        enc_b = model.encode(batch["target"])
+        enc_a = model.encode(batch["content"], batch["reference"])
+        enc_b = model.encode(batch["target"], batch["reference"])
         ref_motion = enc_a.motion[torch.arange(clips), batch["ref_index"]]
         ref_points = model.keypoints(batch["reference"])
         g = torch.Generator(device).manual_seed(0)

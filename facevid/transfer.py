@@ -76,10 +76,11 @@ class Animator:
         self.motion_source = motion
         with torch.no_grad():
             self.source = to_tensor(source_crop[None], source_crop.shape[0]).to(device)   # (1, 3, S, S)
-            encoded = model.encode(self.source[:, None])
+            encoded = model.encode(self.source[:, None], self.source)
             self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
             self.source_points = model.keypoints(self.source)
         self.driver_ref: torch.Tensor | None = None
+        self.driver_ref_crop: torch.Tensor | None = None
         self.driver_ref_points: torch.Tensor | None = None
         self.generator = torch.Generator(device).manual_seed(seed)
 
@@ -88,7 +89,9 @@ class Animator:
         """Generated crops (out_size) for a window of driver crops (out_size)."""
         model, cfg = self.model, self.model.cfg
         frames = to_tensor(np.stack(driver_crops), cfg.out_size).to(self.device)[None]   # (1, T, 3, S, S)
-        motion = model.encode(frames).motion
+        if self.driver_ref_crop is None:   # motion is measured from the driver's first frame, or from the source
+            self.driver_ref_crop = frames[:, 0] if self.relative else self.source
+        motion = model.encode(frames, self.driver_ref_crop).motion
         points = model.keypoints(frames[0])[None] if self.motion_source == "keypoints" or not self.relative else None
         if self.driver_ref is None:
             self.driver_ref = motion[:, 0]

@@ -73,6 +73,15 @@ def test_init_from_earlier_weights_keeps_new_modules_fresh(tmp_path):
     assert not new.flow_head.weight.any()
     with pytest.raises(InputError, match="does not fit"):
         init_from(FaceVid(replace(PRESETS["tiny"], enc_dim=48)), path)
+    # a layer that gained input channels keeps its old weights and starts at zero on the new ones
+    narrow = FaceVid(PRESETS["tiny"])
+    stem = narrow.encoder.stem.stages[0]
+    narrow.encoder.stem.stages[0] = torch.nn.Conv2d(3, stem.out_channels, 4, stride=4)
+    path = export_weights(narrow, tmp_path / "narrow.safetensors")
+    wide = FaceVid(PRESETS["tiny"])
+    assert "encoder.stem.stages.0.weight" in init_from(wide, path)
+    weight = wide.encoder.stem.stages[0].weight
+    assert torch.equal(weight[:, :3], narrow.encoder.stem.stages[0].weight) and not weight[:, 3:].any()
 
 
 def _weights(run):

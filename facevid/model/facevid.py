@@ -89,24 +89,26 @@ class FaceVid(nn.Module):
 
     # ------------------------------------------------------------------ encoding
 
-    def encode(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> Encoded:
-        """frames (B, T, 3, H, W) in [-1, 1] (crops at out_size) → content, quantized motion, codes."""
-        content, features = self._encoder(frames)
+    def encode(self, frames: torch.Tensor, reference: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> Encoded:
+        """frames (B, T, 3, H, W) in [-1, 1] (crops at out_size), motion relative to `reference`
+        (B, 3, H, W; default: each clip's first frame) → content, quantized motion, codes."""
+        content, features = self._encoder(frames, frames[:, 0] if reference is None else reference)
         quant = self.quantizer(features, generator=generator)
         return Encoded(content, quant.quantized, quant.codes, quant)
 
-    def _encoder(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder on frames resized to enc_size: content (B, K, E), features (B, T, E)."""
+    def _encoder(self, frames: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder on frames and reference resized to enc_size: content (B, K, E), features (B, T, E)."""
         b, t = frames.shape[:2]
         size = self.cfg.enc_size
-        return self.encoder(resize(frames.flatten(0, 1), size).view(b, t, 3, size, size))
+        return self.encoder(resize(frames.flatten(0, 1), size).view(b, t, 3, size, size), resize(reference, size))
 
-    def encode_halves(self, first: torch.Tensor, second: torch.Tensor,
+    def encode_halves(self, first: torch.Tensor, second: torch.Tensor, reference: torch.Tensor,
                       generator: torch.Generator | None = None) -> tuple[Encoded, Encoded]:
-        """Encode two windows of the same clips, quantizing them together: the quantizer's
-        batch standardization must see one set of statistics, or the motion change between
-        the windows picks up the difference of their batch means."""
-        outputs = [self._encoder(x) for x in (first, second)]
+        """Encode two windows of the same clips relative to one reference, quantizing them
+        together: the quantizer's batch standardization must see one set of statistics, or the
+        motion change between the windows picks up the difference of their batch means."""
+        outputs = [self._encoder(x, reference) for x in (first, second)]
         ta = first.shape[1]
         quant = self.quantizer(torch.cat([outputs[0][1], outputs[1][1]], dim=1), generator=generator)
         halves = []
@@ -210,7 +212,7 @@ class FaceVid(nn.Module):
         content_frames, target = batch["content"], batch["target"]              # (B,Ta,3,S,S), (B,Tb,3,S,S)
         b, tb = target.shape[:2]
         target_net = resize(target.flatten(0, 1), cfg.net_size)                  # (N, 3, n, n)
-        enc_a, enc_b = self.encode_halves(content_frames, target, generator)
+        enc_a, enc_b = self.encode_halves(content_frames, target, batch["reference"], generator)
         ref_motion = enc_a.motion[torch.arange(b), batch["ref_index"]]           # (B, M)
         ref_points = batch["ref_landmarks"]
         disp_b = self.displacement(enc_b.motion, ref_motion)

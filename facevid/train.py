@@ -112,11 +112,14 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export_weights(model: FaceVid, path: Path, extra: dict | None = None) -> Path:
-    """Inference weights as safetensors; the ModelConfig lives in the file's metadata."""
+def export_weights(model: FaceVid, path: Path, extra: dict | None = None, *, half: bool = False) -> Path:
+    """Inference weights as safetensors; the ModelConfig lives in the file's metadata.
+    `half` stores floating-point tensors as float16 (half the size; loaded back as float32)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     metadata = {"format": "facevid", "config": json.dumps(asdict(model.cfg))}
     metadata.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     tmp = path.with_name(f".{path.name}.tmp")

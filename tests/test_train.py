@@ -158,3 +158,18 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, cache):
     state = _weights(run)
     assert state["step"] >= 10
     assert (run / "model.safetensors").is_file()
+
+
+def test_half_precision_export_loads_as_float32(tmp_path):
+    from facevid.config import PRESETS
+    from facevid.model.facevid import FaceVid
+    from facevid.train import export_weights
+
+    torch.manual_seed(0)
+    model = FaceVid(PRESETS["tiny"]).eval()
+    full = export_weights(model, tmp_path / "full.safetensors")
+    half = export_weights(model, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_weights(half)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), name

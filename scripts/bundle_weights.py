@@ -1,0 +1,36 @@
+"""Turn a training run's weights into the bundled file and print its weights.toml entry.
+
+    python scripts/bundle_weights.py RUN/model.safetensors [-o weights/facevid-small.safetensors]
+
+Stores float16 (half the size; facevid loads it back as float32) and prints the sha256, size
+and training metadata to paste into weights.toml beside the evaluation numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+
+from facevid.train import export_weights, load_weights
+from facevid.weights import sha256_of
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("weights", type=Path)
+    parser.add_argument("-o", "--output", type=Path, default=Path("weights/facevid-small.safetensors"))
+    args = parser.parse_args()
+    with safe_open(str(args.weights), framework="pt") as f:
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
+    model = load_weights(args.weights)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    export_weights(model, args.output, meta, half=True)
+    print(f'path = "{args.output}"\nsha256 = "{sha256_of(args.output)}"\nsize = {args.output.stat().st_size}\n'
+          f'steps = {meta.get("steps", 0)}')
+
+
+if __name__ == "__main__":
+    main()

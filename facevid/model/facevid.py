@@ -150,7 +150,8 @@ class FaceVid(nn.Module):
         dst = target_points.flatten(0, 1)
         tps = tps_grid(src, dst, cfg.flow_size, cfg.flow_size, anchors=self.anchors)
         base = tps + resize(self.coarse_flow(motion, ref_motion).flatten(0, 1), cfg.flow_size).permute(0, 2, 3, 1)
-        cond = self.flow_cond(torch.cat([motion - ref_motion[:, None], motion], -1).flatten(0, 1))
+        # the absolute codes may tell the flow net about the face, but only the change is trained by it
+        cond = self.flow_cond(torch.cat([motion - ref_motion[:, None], motion.detach()], -1).flatten(0, 1))
         grid, occlusion = self.flow_net(resize(ref_net, cfg.flow_size), base, src, dst, cond)
         occlusion = resize(occlusion, cfg.net_size)
         return Warped(warp_image(ref_out, grid), warp_image(ref_net, grid), occlusion, grid, base, tps)
@@ -159,7 +160,9 @@ class FaceVid(nn.Module):
         # the diffusion loss trains the occlusion mask but not the warp (the warp loss does)
         shared = {"warped": torch.cat([warped.net.detach(), warped.occlusion], 1), "frames": frames}
         content = content.repeat_interleave(frames, 0)                           # (N, K, E)
-        cond = {"motion": motion.flatten(0, 1), "content": content}
+        # the denoiser reads the motion codes but does not shape them: trained by it, codes
+        # learned to carry what helps generate a clip's look (its person) instead of its motion
+        cond = {"motion": motion.flatten(0, 1).detach(), "content": content}
         uncond = {"motion": self.dit.null_motion.expand_as(cond["motion"]),
                   "content": self.dit.null_content.expand_as(content)}
         return shared, cond, uncond

@@ -36,7 +36,7 @@ def run(model, photo, driver: Path, out: Path, steps: int, window: int = 16) -> 
     backend = make_backend("dlib")
     src = FaceTracker(backend, spec).update(photo, 0, 0.0)
     animate = Animator(model, cut_crop(photo, src.transform, cfg.out_size), steps=steps, guidance=1.0, seed=0,
-                       relative=True, device="cpu")
+                       relative=True, device="cpu", motion="keypoints")   # transfer's default
     tracker, mask = FaceTracker(backend, spec), crop_mask(cfg.out_size, "face")
     seconds, frames, pending = dict.fromkeys(STAGES, 0.0), 0, []
     with VideoWriter(out, probe(driver).fps, audio_from=driver, force=True, preset="veryfast") as writer:

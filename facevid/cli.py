@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from facevid import __version__
+from facevid.config import DEFAULT_MOTION
 from facevid.errors import FacevidError
 
 EXAMPLES = """
@@ -281,7 +282,7 @@ def transfer(
     no_paste_back: bool = typer.Option(False, "--no-paste-back", help="Write the generated crops only."),
     no_colour_match: bool = typer.Option(False, "--no-colour-match", help="Paste back without colour matching."),
     window: int = typer.Option(16, "--window", help="Frames per batch (memory is bounded by it)."),
-    motion: str = typer.Option("keypoints", "--motion",
+    motion: str = typer.Option(DEFAULT_MOTION, "--motion",
                                help="Driver motion from its keypoints (measured best so far) or motion codes."),
     aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),

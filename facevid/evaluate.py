@@ -91,14 +91,16 @@ class Scores:
 
 
 def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: int = 16, steps: int | None = None,
-            guidance: float = 1.0, seed: int = 0, motion: str = "codes") -> np.ndarray:
-    """Animate the source crop (H, W, 3) with the driver crops (T, H, W, 3) (relative motion)."""
+            guidance: float = 1.0, seed: int = 0, motion: str | None = None) -> np.ndarray:
+    """Animate the source crop (H, W, 3) with the driver crops (T, H, W, 3) (relative motion;
+    by default driven as `facevid transfer` drives it)."""
+    from facevid.config import DEFAULT_MOTION
     from facevid.transfer import Animator
 
     cfg = model.cfg
     source = cv2.resize(source, (cfg.out_size, cfg.out_size), interpolation=cv2.INTER_AREA)
     animate = Animator(model, source, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
-                       seed=seed, relative=True, motion=motion)
+                       seed=seed, relative=True, motion=motion or DEFAULT_MOTION)
     outputs = []
     for start in range(0, len(driver), window):
         outputs += animate(list(driver[start:start + window]))
@@ -113,9 +115,8 @@ def reconstruct(model: FaceVid, frames: np.ndarray, *, window: int = 16, steps: 
     first frame encoded alone (_open_writer), codes per window (_flush), decoded on the first
     frame with the motion implied by the codes (decode).
 
-    Not the same computation as self-reenactment with motion="codes" (reenact): the Animator
-    takes the reference motion from frame 0 encoded inside the first window, where the encoder
-    attends across frames, so the two agree only where frame 0 gets the same codes both ways."""
+    Self-reenactment with motion="codes" (reenact) computes the same since motion is encoded
+    relative to frame 0; the transfer default drives the warp by keypoints instead."""
     cfg = model.cfg
     reference = to_tensor(frames[:1], cfg.out_size)                                # (1, 3, S, S)
     encoded = model.encode(reference[:, None], reference)
@@ -190,7 +191,7 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
         methods = {"model": fake, RECONSTRUCTION: recon,
                    "model, 1 step (mean)": reenact(model, real[0], real, steps=1),
                    "model, warp only": reenact(model, real[0], real, steps=0),
-                   "model, warp only, keypoint motion": reenact(model, real[0], real, steps=0, motion="keypoints"),
+                   "model, warp only, motion from the codes": reenact(model, real[0], real, steps=0, motion="codes"),
                    "copy source": np.repeat(real[:1], len(real), 0),
                    "landmark warp": np.stack([landmark_warp(real[0], marks[0], m, marks[0]) for m in marks])}
         real_no_face += _score_clip(scores, meter, real, methods)

@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from facevid.config import DEFAULT_MOTION
 from facevid.crop import CropSpec, crop_mask, cut_crop, paste_back
 from facevid.data import to_tensor
 from facevid.errors import ConfigError, NoFaceError
@@ -111,7 +112,7 @@ class Animator:
 def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weights: str | None = None,
              steps: int | None = None, guidance: float = 1.0, seed: int = 0, absolute: bool = False,
              paste: bool = True, colour_match: bool = True, window: int = 16, aligner: str = "auto",
-             motion: str = "keypoints",
+             motion: str = DEFAULT_MOTION,
              device: str = "cpu", codec: str = "libx264", crf: int = 18, force: bool = False,
              progress: bool = True) -> TransferSummary:
     """Write `output`: the source face moving like the driver, with the driver's sound."""

@@ -37,6 +37,9 @@ class Detection:
 
 # --------------------------------------------------------------------------- backends
 
+WEAK_DETECTION = 0.3   # dlib HOG score under which a detection loses to any clearer one
+
+
 class DlibBackend:
     """Offline default: dlib HOG detector + 5-point shape predictor (CC0 models)."""
 
@@ -62,6 +65,10 @@ class DlibBackend:
             rects, scores, _ = self._detector.run(small, 1, 0.0)
         found = [(np.array([r.left(), r.top(), r.right(), r.bottom()], float) / scale, float(s))
                  for r, s in zip(rects, scores)]
+        # weak detections only count when nothing clearer is there (the astronaut photo's
+        # mission patch scores 0.06 beside her face's 1.30, and is the larger box)
+        floor = min(WEAK_DETECTION, max((s for _, s in found), default=0.0))
+        found = [d for d in found if d[1] >= floor]
         return sorted(found, key=lambda d: -(d[0][2] - d[0][0]) * (d[0][3] - d[0][1]))
 
     def landmarks(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, None]:

@@ -30,7 +30,7 @@ def test_readme_transfer_on_the_bundled_example(capsys, tmp_path, monkeypatch):
     command = readme_main_command()
     assert command[:4] == [".venv/bin/facevid", "transfer", "examples/face.jpg", "examples/talking.mp4"]
     monkeypatch.chdir(tmp_path)
-    args = [str(ROOT / a) if a.startswith("examples/") else a for a in command[2:]]
+    args = [str(ROOT / a) if a.startswith("examples/") else a for a in command[1:]]
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     output = tmp_path / args[args.index("-o") + 1]

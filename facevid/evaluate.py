@@ -115,8 +115,8 @@ def reconstruct(model: FaceVid, frames: np.ndarray, *, window: int = 16, steps: 
     first frame encoded alone (_open_writer), codes per window (_flush), decoded on the first
     frame with the motion implied by the codes (decode).
 
-    Self-reenactment with motion="codes" (reenact) computes the same since motion is encoded
-    relative to frame 0; the transfer default drives the warp by keypoints instead."""
+    Self-reenactment with motion="codes" (reenact) differs only in the reference's motion: the
+    Animator takes frame 0's inside the first window, the codec encodes frame 0 alone."""
     cfg = model.cfg
     reference = to_tensor(frames[:1], cfg.out_size)                                # (1, 3, S, S)
     encoded = model.encode(reference[:, None], reference)

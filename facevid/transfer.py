@@ -79,7 +79,7 @@ class Animator:
             self.source = to_tensor(source_crop[None], source_crop.shape[0]).to(device)   # (1, 3, S, S)
             encoded = model.encode(self.source[:, None], self.source)
             self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
-            self.source_points = model.keypoints(self.source)
+            self.source_points = encoded.points[:, 0]
         self.driver_ref: torch.Tensor | None = None
         self.driver_ref_crop: torch.Tensor | None = None
         self.driver_ref_points: torch.Tensor | None = None
@@ -92,11 +92,11 @@ class Animator:
         frames = to_tensor(np.stack(driver_crops), cfg.out_size).to(self.device)[None]   # (1, T, 3, S, S)
         if self.driver_ref_crop is None:   # motion is measured from the driver's first frame, or from the source
             self.driver_ref_crop = frames[:, 0] if self.relative else self.source
-        motion = model.encode(frames, self.driver_ref_crop).motion
-        points = model.keypoints(frames[0])[None] if self.motion_source == "keypoints" or not self.relative else None
+        encoded = model.encode(frames, self.driver_ref_crop)
+        motion, points = encoded.motion, encoded.points   # points: KeypointNet's, which the encoder used
         if self.driver_ref is None:
             self.driver_ref = motion[:, 0]
-            self.driver_ref_points = points[:, 0] if points is not None else None
+            self.driver_ref_points = points[:, 0]
         if not self.relative:
             target, ref_motion = points, self.source_motion
         elif self.motion_source == "keypoints":   # the driver's own landmark change, measured by KeypointNet

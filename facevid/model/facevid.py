@@ -39,6 +39,7 @@ class Encoded:
     motion: torch.Tensor         # (B, T, G*d) quantized code vectors
     codes: torch.Tensor          # (B, T, G) code indices
     quant: QuantizerOutput
+    points: torch.Tensor         # (B, T, K, 2) KeypointNet's landmarks of the frames (the encoder's input)
 
 
 @dataclass
@@ -96,14 +97,15 @@ class FaceVid(nn.Module):
                generator: torch.Generator | None = None) -> Encoded:
         """frames (B, T, 3, H, W) in [-1, 1] (crops at out_size), motion relative to `reference`
         (B, 3, H, W; default: each clip's first frame) → content, quantized motion, codes."""
-        content, features = self._encoder(frames, frames[:, 0] if reference is None else reference)
+        content, features, points = self._encoder(frames, frames[:, 0] if reference is None else reference)
         quant = self.quantizer(features, generator=generator)
-        return Encoded(content, quant.quantized, quant.codes, quant)
+        return Encoded(content, quant.quantized, quant.codes, quant, points)
 
-    def _encoder(self, frames: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encoder(self, frames: torch.Tensor, reference: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The encoder on frames and reference resized to enc_size: content (B, K, E), features
         (B, T, E), plus a linear map of the keypoint change since the reference (KeypointNet,
-        not trained by it). Measured before (small, held-out): the encoder's own codes moved the
+        not trained by it); and those keypoints (B, T, K, 2). Measured before (small, held-out): the encoder's own codes moved the
         landmarks no closer to the real ones than copying the reference (AKD 0.060 vs 0.059),
         while KeypointNet's change did (0.048)."""
         b, t = frames.shape[:2]
@@ -113,9 +115,9 @@ class FaceVid(nn.Module):
                                          resize(reference, size))
         with torch.no_grad():
             points = self.keypoints(torch.cat([reference, frames.flatten(0, 1)])).float()
-        ref_points, points = points[:b], points[b:].view(b, t, -1)
-        change = (points - ref_points.flatten(1)[:, None]) * (cfg.net_size / 2)   # pixels at net_size
-        return content, features + self.keypoint_in(change)
+        ref_points, points = points[:b], points[b:].view(b, t, *points.shape[1:])
+        change = (points - ref_points[:, None]).flatten(2) * (cfg.net_size / 2)   # pixels at net_size
+        return content, features + self.keypoint_in(change), points
 
     def encode_halves(self, first: torch.Tensor, second: torch.Tensor, reference: torch.Tensor,
                       generator: torch.Generator | None = None) -> tuple[Encoded, Encoded]:
@@ -126,10 +128,10 @@ class FaceVid(nn.Module):
         ta = first.shape[1]
         quant = self.quantizer(torch.cat([outputs[0][1], outputs[1][1]], dim=1), generator=generator)
         halves = []
-        for (content, _), part in zip(outputs, (slice(0, ta), slice(ta, None))):
+        for (content, _, points), part in zip(outputs, (slice(0, ta), slice(ta, None))):
             q = replace(quant, quantized=quant.quantized[:, part], codes=quant.codes[:, part],
                         continuous=quant.continuous[:, part])
-            halves.append(Encoded(content, q.quantized, q.codes, q))
+            halves.append(Encoded(content, q.quantized, q.codes, q, points))
         return halves[0], halves[1]
 
     def motion_from_codes(self, codes: torch.Tensor) -> torch.Tensor:

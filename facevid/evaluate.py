@@ -91,19 +91,25 @@ class Scores:
 
 
 def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: int = 16, steps: int | None = None,
-            guidance: float = 1.0, seed: int = 0, motion: str | None = None) -> np.ndarray:
-    """Animate the source crop (H, W, 3) with the driver crops (T, H, W, 3) (relative motion;
-    by default driven as `facevid transfer` drives it)."""
+            guidance: float = 1.0, seed: int = 0, motion: str | None = None,
+            marks: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Animate the source crop (S, S, 3) with the driver crops (T, S, S, 3) at out_size
+    (relative motion; by default driven as `facevid transfer` drives it). `marks`: the 68
+    landmarks of source (68, 2) and driver (T, 68, 2) in crop pixels, for motion="landmarks"."""
     from facevid.config import DEFAULT_MOTION
     from facevid.transfer import Animator
 
     cfg = model.cfg
-    source = cv2.resize(source, (cfg.out_size, cfg.out_size), interpolation=cv2.INTER_AREA)
+    motion = motion or DEFAULT_MOTION
+    if motion == "landmarks" and marks is None:
+        raise ValueError("reenact with motion='landmarks' needs the landmarks")
+    source_marks, driver_marks = marks if motion == "landmarks" else (None, None)
     animate = Animator(model, source, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
-                       seed=seed, relative=True, motion=motion or DEFAULT_MOTION)
+                       seed=seed, relative=True, motion=motion, source_points=source_marks)
     outputs = []
     for start in range(0, len(driver), window):
-        outputs += animate(list(driver[start:start + window]))
+        outputs += animate(list(driver[start:start + window]),
+                           None if driver_marks is None else driver_marks[start:start + window])
     return np.stack(outputs)
 
 
@@ -182,15 +188,18 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
     for clip in clips:
         real, marks = clip_at(clip, size, max_frames)
         started = time.perf_counter()
-        fake = reenact(model, real[0], real, steps=steps, guidance=guidance)
+        both = (marks[0], marks)
+        fake = reenact(model, real[0], real, steps=steps, guidance=guidance, marks=both)
         seconds["model"] += time.perf_counter() - started
         started = time.perf_counter()
         recon, clip_codes = reconstruct(model, real, steps=steps)
         seconds[RECONSTRUCTION] += time.perf_counter() - started
         codes.append(clip_codes)
         methods = {"model": fake, RECONSTRUCTION: recon,
-                   "model, 1 step (mean)": reenact(model, real[0], real, steps=1),
-                   "model, warp only": reenact(model, real[0], real, steps=0),
+                   "model, 1 step (mean)": reenact(model, real[0], real, steps=1, marks=both),
+                   "model, warp only": reenact(model, real[0], real, steps=0, marks=both),
+                   "model, warp only, motion from the keypoints": reenact(model, real[0], real, steps=0,
+                                                                         motion="keypoints"),
                    "model, warp only, motion from the codes": reenact(model, real[0], real, steps=0, motion="codes"),
                    "copy source": np.repeat(real[:1], len(real), 0),
                    "landmark warp": np.stack([landmark_warp(real[0], marks[0], m, marks[0]) for m in marks])}
@@ -228,7 +237,8 @@ def cross_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 40
             continue
         (source,), (src_marks,) = clip_at(clip, size, 1)
         driver, drv_marks = clip_at(other, size, max_frames)
-        methods = {"model": reenact(model, source, driver, steps=steps, guidance=guidance),
+        methods = {"model": reenact(model, source, driver, steps=steps, guidance=guidance,
+                                    marks=(src_marks, drv_marks)),
                    "copy source": np.repeat(source[None], len(driver), 0),
                    "paste driver": driver,
                    "landmark warp": np.stack([landmark_warp(source, src_marks, m, drv_marks[0])

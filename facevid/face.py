@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from facevid.crop import (CropSpec, align_transform, box_from_landmarks, iou, params_to_transform,
-                          transform_to_params)
+                          transform_points, transform_to_params)
 from facevid.errors import BackendUnavailableError, ConfigError
 
 # The 68-point (iBUG) indices that correspond to the 5 template points.
@@ -119,6 +119,29 @@ class FaceAlignmentBackend(DlibBackend):
         five = pts68[list(FIVE_FROM_68)]
         five[4] = pts68[33]
         return five, pts68
+
+
+class Landmarks68:
+    """A tracked face's 68 iBUG landmarks in crop pixels, as `facevid prepare` stores them for
+    training: dlib's 68-point predictor (CC0 model) on the box of the face's 5 landmarks,
+    mapped through the face's frame→crop transform (whatever the tracking backend)."""
+
+    def __init__(self):
+        import dlib
+        import face_recognition_models
+
+        self._dlib = dlib
+        self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+    def in_frame(self, image: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
+        """(68, 2) frame pixels for a face whose 5 landmarks are `landmarks5`."""
+        box = box_from_landmarks(landmarks5)
+        shape = self._predictor(image, self._dlib.rectangle(*[int(round(v)) for v in box]))
+        return np.array([(p.x, p.y) for p in shape.parts()], float)
+
+    def __call__(self, image: np.ndarray, face: "TrackedFace") -> np.ndarray:
+        """(68, 2) crop pixels of a found face."""
+        return transform_points(face.transform, self.in_frame(image, face.landmarks))
 
 
 def make_backend(aligner: str = "auto", device: str = "cpu"):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facevid.crop import CropSpec, box_from_landmarks, cut_crop, transform_points
+from facevid.crop import CropSpec, cut_crop, transform_points
 from facevid.errors import ConfigError, FacevidError, InputError
 
 CACHE_VERSION = 1
@@ -92,13 +92,6 @@ def load_manifest(cache: Path) -> dict:
     return manifest
 
 
-def _landmarks68_predictor():
-    import dlib
-    import face_recognition_models
-
-    return dlib, dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-
-
 def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68=None) -> dict:
     """Track one video, write NAME.npy/NAME.npz atomically; returns its manifest entry."""
     from facevid.video import iter_frames, probe
@@ -120,11 +113,7 @@ def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68
                 kept["transform"].append(face.transform)
                 kept["landmarks5"].append(transform_points(face.transform, face.landmarks))
                 if predictor68 is not None:
-                    dlib, predictor = predictor68
-                    box = box_from_landmarks(face.landmarks)
-                    shape = predictor(frame.image, dlib.rectangle(*[int(round(v)) for v in box]))
-                    pts = np.array([(p.x, p.y) for p in shape.parts()], float)
-                    kept["landmarks68"].append(transform_points(face.transform, pts))
+                    kept["landmarks68"].append(predictor68(frame.image, face))
         if not kept["index"]:
             raise InputError(f"no face in any of the {total} frames")
         _finish_npy(raw, out_stem.with_suffix(".npy"), (len(kept["index"]), spec.size, spec.size, 3))
@@ -152,7 +141,7 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
             labels: str | Path | None = None, images: bool = False, landmarks68: bool = True,
             aligner: str = "auto", progress: bool = True, warn=None) -> PrepareSummary:
     """Track and crop every video under `videos` into `cache` (resumable)."""
-    from facevid.face import FaceTracker, make_backend
+    from facevid.face import FaceTracker, Landmarks68, make_backend
     from facevid.progress import progress_bar
 
     videos, cache = Path(videos), Path(cache)
@@ -167,7 +156,7 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
     (cache / "clips").mkdir(parents=True, exist_ok=True)
     done = {c["source"] for c in manifest["clips"]} | {s["source"] for s in manifest["skipped"]}
     backend = make_backend(aligner)
-    predictor68 = _landmarks68_predictor() if landmarks68 else None
+    predictor68 = Landmarks68() if landmarks68 else None
     summary = PrepareSummary(cache=str(cache))
     files = find_media(videos, images)
     warn = warn or (lambda msg: print(f"facevid: warning: {msg}", file=sys.stderr))

@@ -52,27 +52,40 @@ def _source_frames(source, tracker) -> Iterator[tuple[np.ndarray, np.ndarray | N
         yield last
 
 
-def _reference(source, tracker) -> tuple[np.ndarray, np.ndarray]:
-    """The first source frame with a face, and its frame→crop transform."""
+def _reference(source, tracker):
+    """The first source frame with a face, and the tracked face (its frame→crop transform)."""
     from facevid.video import iter_frames
 
     for frame in iter_frames(source):
         face = tracker.update(frame.image, frame.index, frame.time)
         if face.found:
-            return frame.image, face.transform
+            return frame.image, face
     raise NoFaceError(f"no face found in the source {source}")
 
 
-MOTION_SOURCES = ("codes", "keypoints")
+# "landmarks": the face tracker's 68 landmarks (dlib, as in the training data) of source and
+# driver; "keypoints": the model's KeypointNet on the crops; "codes": the landmark change the
+# driver's motion codes imply (what `facevid decode` rebuilds)
+MOTION_SOURCES = ("landmarks", "keypoints", "codes")
+
+
+def crop_points(pixels: np.ndarray, size: int) -> torch.Tensor:
+    """Landmarks in crop pixels (..., K, 2) → the model's normalised coordinates, float32."""
+    return torch.from_numpy((2 * np.asarray(pixels, np.float32) + 1) / size - 1)
 
 
 class Animator:
-    """The model side of a transfer: the source's content and keypoints, the driver's reference."""
+    """The model side of a transfer: the source's content and keypoints, the driver's reference.
+
+    With motion="landmarks", `source_points` (K, 2) and each call's `driver_points` (T, K, 2)
+    are the 68 landmarks in crop pixels."""
 
     def __init__(self, model, source_crop: np.ndarray, *, steps: int, guidance: float, seed: int, relative: bool,
-                 device: str = "cpu", motion: str = "codes"):
+                 device: str = "cpu", motion: str = "codes", source_points: np.ndarray | None = None):
         if motion not in MOTION_SOURCES:
             raise ConfigError(f"unknown --motion '{motion}' (choose from {', '.join(MOTION_SOURCES)})")
+        if motion == "landmarks" and source_points is None:
+            raise ValueError("motion='landmarks' needs the source's landmarks")
         self.model, self.steps, self.guidance, self.relative, self.device = model, steps, guidance, relative, device
         self.motion_source = motion
         with torch.no_grad():
@@ -80,13 +93,15 @@ class Animator:
             encoded = model.encode(self.source[:, None], self.source)
             self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
             self.source_points = encoded.points[:, 0]
+            if motion == "landmarks":
+                self.source_points = crop_points(source_points, source_crop.shape[0])[None].to(device)
         self.driver_ref: torch.Tensor | None = None
         self.driver_ref_crop: torch.Tensor | None = None
         self.driver_ref_points: torch.Tensor | None = None
         self.generator = torch.Generator(device).manual_seed(seed)
 
     @torch.no_grad()
-    def __call__(self, driver_crops: list[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, driver_crops: list[np.ndarray], driver_points: np.ndarray | None = None) -> list[np.ndarray]:
         """Generated crops (out_size) for a window of driver crops (out_size)."""
         model, cfg = self.model, self.model.cfg
         frames = to_tensor(np.stack(driver_crops), cfg.out_size).to(self.device)[None]   # (1, T, 3, S, S)
@@ -94,12 +109,16 @@ class Animator:
             self.driver_ref_crop = frames[:, 0] if self.relative else self.source
         encoded = model.encode(frames, self.driver_ref_crop)
         motion, points = encoded.motion, encoded.points   # points: KeypointNet's, which the encoder used
+        if self.motion_source == "landmarks":
+            if driver_points is None:
+                raise ValueError("motion='landmarks' needs the driver's landmarks")
+            points = crop_points(driver_points, driver_crops[0].shape[0])[None].to(self.device)
         if self.driver_ref is None:
             self.driver_ref = motion[:, 0]
             self.driver_ref_points = points[:, 0]
         if not self.relative:
             target, ref_motion = points, self.source_motion
-        elif self.motion_source == "keypoints":   # the driver's own landmark change, measured by KeypointNet
+        elif self.motion_source in ("keypoints", "landmarks"):   # the driver's own landmark change
             target, ref_motion = self.source_points[:, None] + points - self.driver_ref_points[:, None], self.driver_ref
         else:                                     # the change the motion codes imply
             target = self.source_points[:, None] + model.displacement(motion, self.driver_ref)
@@ -116,7 +135,7 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
              device: str = "cpu", codec: str = "libx264", crf: int = 18, force: bool = False,
              progress: bool = True) -> TransferSummary:
     """Write `output`: the source face moving like the driver, with the driver's sound."""
-    from facevid.face import FaceTracker, make_backend
+    from facevid.face import FaceTracker, Landmarks68, make_backend
     from facevid.progress import progress_bar
     from facevid.video import VideoWriter, check_output_path, iter_frames, probe
     from facevid.weights import load_model
@@ -132,25 +151,27 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
     cfg = model.cfg
     spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
     backend = make_backend(aligner)
-    first = _reference(source, FaceTracker(backend, spec))
+    marks68 = Landmarks68() if motion == "landmarks" else None
+    first_image, first_face = _reference(source, FaceTracker(backend, spec))
     backgrounds = _source_frames(source, FaceTracker(backend, spec))
-    source_crop = cut_crop(first[0], first[1], cfg.out_size)
-    animate = Animator(model, source_crop, steps=cfg.sample_steps if steps is None
-                       else steps, guidance=guidance, seed=seed, relative=not absolute, device=device, motion=motion)
+    source_crop = cut_crop(first_image, first_face.transform, cfg.out_size)
+    source_points = marks68(first_image, first_face) if marks68 else None
+    animate = Animator(model, source_crop, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
+                       seed=seed, relative=not absolute, device=device, motion=motion, source_points=source_points)
     summary = TransferSummary(str(source), str(driver), str(out), steps=animate.steps, relative=not absolute)
     tracker = FaceTracker(backend, spec)
     mask = crop_mask(cfg.out_size, "face")
     started = clock.perf_counter()
     pending: list = []
-    last_crop = source_crop   # until the driver shows a face, the source stays at rest
+    last_crop, last_points = source_crop, source_points   # until the driver shows a face, the source rests
     with VideoWriter(out, drv_info.fps, audio_from=driver, codec=codec, crf=crf, force=force) as writer, \
             progress_bar("transfer", drv_info.frame_count, enabled=progress) as advance:
 
         def flush():
             if not pending:
                 return
-            made = animate([p[2] for p in pending])
-            for (time_s, (image, transform), _), crop in zip(pending, made):
+            made = animate([p[2] for p in pending], np.stack([p[3] for p in pending]) if marks68 else None)
+            for (time_s, (image, transform), *_), crop in zip(pending, made):
                 if not paste:
                     writer.write(crop, time_s)
                 elif transform is None:
@@ -164,9 +185,10 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
             face = tracker.update(frame.image, frame.index, frame.time)
             if face.found:
                 last_crop = cut_crop(frame.image, face.transform, cfg.out_size)
+                last_points = marks68(frame.image, face) if marks68 else None
             else:
                 summary.driver_frames_without_face += 1
-            pending.append((frame.time, next(backgrounds), last_crop))
+            pending.append((frame.time, next(backgrounds), last_crop, last_points))
             summary.frames += 1
             if len(pending) == window:
                 flush()

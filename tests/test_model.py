@@ -67,7 +67,7 @@ def test_gradients_reach_every_part(synthetic_cache):
     model = FaceVid(TINY).train()
     losses, _ = model.training_losses(_sampler(synthetic_cache).sample(), torch.Generator().manual_seed(0))
     sum(losses.values()).backward()
-    for part in ("encoder", "quantizer", "landmark_head", "keypoint_net", "flow_net", "dit"):
+    for part in ("encoder", "quantizer", "landmark_head", "keypoint_net", "flow_in", "flow_net", "dit"):
         grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
         assert grads and sum(g.abs().sum().item() for g in grads) > 0, part
     # after a few steps (the landmark head and adaLN start at zero), the encoder gets gradient
@@ -186,4 +186,21 @@ def test_optical_flow_target_recovers_a_known_shift():
     flow = optical_flow(reference, shifted[None], 16)
     assert flow.shape == (1, 2, 16, 16)
     centre = flow[0, :, 4:12, 4:12]
+    assert abs(centre[0].mean() + 0.125) < 0.02 and abs(centre[1].mean()) < 0.02
+
+
+def test_encoder_reads_the_measured_flow_of_a_known_shift():
+    """The flow the encoder reads (flow_input) is the warp's target measured on the model's own
+    tensors: the shifted frame's flow is −4 px of 64 in x; the reference's is zero."""
+    from facevid.data import to_tensor
+    from facevid.model.facevid import measured_flow
+
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), (0, 0), 2)
+    reference = to_tensor(texture[None, 16:80, 16:80], 64)                         # (1, 3, 64, 64)
+    frames = to_tensor(np.stack([texture[16:80, 16:80], texture[16:80, 12:76]]), 64)[None]
+    flow = measured_flow(frames, reference, 16)
+    assert flow.shape == (1, 2, 2, 16, 16) and flow.dtype == torch.float32
+    assert flow[0, 0].abs().max() < 1e-3
+    centre = flow[0, 1, :, 4:12, 4:12]
     assert abs(centre[0].mean() + 0.125) < 0.02 and abs(centre[1].mean()) < 0.02

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from facevid import demo
 from facevid.video import iter_frames, probe
@@ -82,3 +83,32 @@ def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, cas
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     if case == "exists":
         assert out.read_bytes() == b"keep"
+
+
+def test_animator_moves_the_source_landmarks_by_the_drivers_change(tiny_weights, monkeypatch):
+    """motion="landmarks": the warp's targets are the source's landmarks plus the driver's
+    change since its first frame (relative), or the driver's own (absolute), in model units."""
+    from facevid.transfer import Animator, crop_points
+    from facevid.weights import load_model
+
+    model = load_model(tiny_weights)
+    size = model.cfg.out_size
+    rng = np.random.default_rng(0)
+    source_marks = rng.uniform(4, size - 4, (68, 2))
+    driver_marks = rng.uniform(4, size - 4, (5, 68, 2))
+    crops = list(rng.integers(0, 255, (5, size, size, 3), dtype=np.uint8))
+    seen = []
+    original = model.decode
+    monkeypatch.setattr(model, "decode", lambda *a, **k: seen.append((a[1], k["target_points"])) or original(*a, **k))
+    for relative in (True, False):
+        animate = Animator(model, crops[0], steps=0, guidance=1.0, seed=0, relative=relative, motion="landmarks",
+                           source_points=source_marks)
+        assert len(animate(crops[:3], driver_marks[:3]) + animate(crops[3:], driver_marks[3:])) == 5
+    src = crop_points(source_marks, size)
+    drv = crop_points(driver_marks, size)
+    relative_targets = torch.cat([seen[0][1], seen[1][1]], 1)[0]
+    assert torch.equal(seen[0][0][0], src)
+    assert torch.allclose(relative_targets, src + drv - drv[0], atol=1e-6)
+    assert torch.allclose(torch.cat([seen[2][1], seen[3][1]], 1)[0], drv, atol=1e-6)
+    with pytest.raises(ValueError):
+        Animator(model, crops[0], steps=0, guidance=1.0, seed=0, relative=True, motion="landmarks")

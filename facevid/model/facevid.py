@@ -1,6 +1,7 @@
 """FaceVid: the BCD model (seed 001) as facevid builds it for CPUs.
 
-encoder → content (K tokens) + motion features → group VQ (bitrate-controlled codes) →
+encoder → content (K tokens) + motion features, plus linear maps of KeypointNet's landmark
+  change and of the measured optical flow since the reference → group VQ (bitrate-controlled codes) →
   keypoints: reference landmarks (KeypointNet) + a linear map of the motion-code change
   → thin-plate-spline warp of the reference + a coarse dense flow (another linear map of
     the code change), refined by FlowNet (residual flow, occlusion); trained against the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +63,20 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
+def measured_flow(frames: torch.Tensor, reference: torch.Tensor, size: int) -> torch.Tensor:
+    """Farnebäck optical flow (facevid.data.optical_flow) of frames (B, T, 3, H, W) to the
+    reference (B, 3, H, W), both in [-1, 1]: (B, T, 2, size, size) backward flow in normalised
+    units, no gradient. The same measurement as the warp's training target."""
+    from facevid.data import optical_flow
+
+    def uint8(x):
+        return ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1).cpu().numpy()
+
+    refs, clips = uint8(reference), uint8(frames)
+    flows = np.stack([optical_flow(ref, clip, size) for ref, clip in zip(refs, clips)])
+    return torch.from_numpy(flows).to(frames.device)
+
+
 class FaceVid(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -80,6 +96,10 @@ class FaceVid(nn.Module):
         self.keypoint_in = nn.Linear(2 * cfg.keypoints, cfg.enc_dim)   # keypoint change → motion feature
         nn.init.zeros_(self.keypoint_in.weight)
         nn.init.zeros_(self.keypoint_in.bias)
+        if cfg.flow_input:   # measured optical flow → motion feature
+            self.flow_in = nn.Linear(2 * cfg.flow_input ** 2, cfg.enc_dim)
+            nn.init.zeros_(self.flow_in.weight)
+            nn.init.zeros_(self.flow_in.bias)
         self.flow_cond = nn.Sequential(nn.Linear(2 * cfg.motion_dim, 128), nn.SiLU(), nn.Linear(128, 128))
         self.flow_net = FlowNet(in_channels=3, cond_dim=128, channels=cfg.flow_channels,
                                 heatmap_points=cfg.keypoints)
@@ -117,7 +137,11 @@ class FaceVid(nn.Module):
             points = self.keypoints(torch.cat([reference, frames.flatten(0, 1)])).float()
         ref_points, points = points[:b], points[b:].view(b, t, *points.shape[1:])
         change = (points - ref_points[:, None]).flatten(2) * (cfg.net_size / 2)   # pixels at net_size
-        return content, features + self.keypoint_in(change), points
+        features = features + self.keypoint_in(change)
+        if cfg.flow_input:
+            flow = measured_flow(frames, reference, cfg.flow_input).flatten(2) * (cfg.net_size / 2)
+            features = features + self.flow_in(flow.to(features.dtype))
+        return content, features, points
 
     def encode_halves(self, first: torch.Tensor, second: torch.Tensor, reference: torch.Tensor,
                       generator: torch.Generator | None = None) -> tuple[Encoded, Encoded]:

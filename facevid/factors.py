@@ -223,7 +223,9 @@ def synthetic_benchmark(model: FaceVid, *, pairs: int = 6, frames: int = 24, ste
         source = synthetic.render(source_id, synthetic.Motion(), size)
         driver = synthetic.render_clip(driver_id, track, size)
         target = synthetic.render_clip(source_id, [synthetic.motion_from_vector(m) for m in motion], size)
-        outputs = {"model": reenact(model, source, driver, steps=steps, guidance=guidance),
+        marks = (synthetic.landmarks(source_id, synthetic.Motion(), size=size),   # exact, as in training
+                 np.stack([synthetic.landmarks(driver_id, m, size=size) for m in track]))
+        outputs = {"model": reenact(model, source, driver, steps=steps, guidance=guidance, marks=marks),
                    "copy source": np.repeat(source[None], frames, 0), "paste driver": driver}
         for name, frames_out in outputs.items():
             errors.setdefault(name, []).append(np.abs(estimator(frames_out) - expected) / estimator.scale)

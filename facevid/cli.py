@@ -283,7 +283,9 @@ def transfer(
     no_colour_match: bool = typer.Option(False, "--no-colour-match", help="Paste back without colour matching."),
     window: int = typer.Option(16, "--window", help="Frames per batch (memory is bounded by it)."),
     motion: str = typer.Option(DEFAULT_MOTION, "--motion",
-                               help="Driver motion from its keypoints (measured best so far) or motion codes."),
+                               help="Where the warp's landmark motion comes from: 'landmarks' (the tracker's 68 dlib "
+                                    "points, measured best), 'keypoints' (the model's KeypointNet) or 'codes' (what the "
+                                    "motion codes imply, as decode does)."),
     aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     codec: str = typer.Option("libx264", "--codec", help="Video codec."),

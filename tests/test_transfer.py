@@ -48,17 +48,18 @@ def test_transfer_is_seeded_and_writes_crops(capsys, tmp_path, tiny_weights, pho
     assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
 
 
-def test_transfer_video_source_and_absolute(capsys, tmp_path, tiny_weights, moving_clip, still_clip):
+@pytest.mark.parametrize("motion", ["landmarks", "keypoints", "codes"])
+def test_transfer_video_source_and_absolute(capsys, tmp_path, tiny_weights, moving_clip, still_clip, motion):
     out = tmp_path / "out.mp4"
     code, out_text, err = run_cli(capsys, "transfer", still_clip[0], moving_clip[0], "-o", out, "--weights",
-                                  tiny_weights, "--absolute", "--steps", 0, "--json", "-q")
+                                  tiny_weights, "--absolute", "--steps", 0, "--motion", motion, "--json", "-q")
     assert code == 0, err
     assert probe(out).frame_count == probe(moving_clip[0]).frame_count
     assert '"relative": false' in out_text
 
 
 @pytest.mark.parametrize("case", ["missing_source", "no_face_source", "no_face_driver", "exists", "bad_weights",
-                                  "not_weights", "flag"])
+                                  "not_weights", "flag", "motion"])
 def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, case):
     source, driver, out, weights, extra = photo, moving_clip[0], tmp_path / "out.mp4", tiny_weights, []
     if case == "missing_source":
@@ -77,6 +78,8 @@ def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, cas
         weights.write_bytes(b"\x00" * 100)
     elif case == "flag":
         extra = ["--steps", "many"]
+    elif case == "motion":
+        extra = ["--motion", "telepathy"]
     before = sorted(p.name for p in tmp_path.iterdir())
     code, _, err = run_cli(capsys, "transfer", source, driver, "-o", out, "--weights", weights, "-q", *extra)
     assert_one_line_error(code, err)

@@ -38,6 +38,7 @@ class Detection:
 # --------------------------------------------------------------------------- backends
 
 WEAK_DETECTION = 0.3   # dlib HOG score under which a detection loses to any clearer one
+RECOVER_THRESHOLD = -0.5   # ... down to which the followed face is looked for near its last box
 
 
 class DlibBackend:
@@ -54,21 +55,25 @@ class DlibBackend:
         self._dlib = dlib
         self.detect_max_side = detect_max_side
 
-    def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """Boxes (x0, y0, x1, y1) in frame pixels with detector scores, largest first."""
+    def detect(self, image: np.ndarray, threshold: float = 0.0) -> list[tuple[np.ndarray, float]]:
+        """Boxes (x0, y0, x1, y1) in frame pixels with detector scores, largest first.
+
+        `threshold` < 0 also returns less certain detections, all of them (the tracker uses it
+        to find the face it follows where the detector scores it under 0)."""
         h, w = image.shape[:2]
         scale = min(1.0, self.detect_max_side / max(h, w))
         small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)),
                                                       interpolation=cv2.INTER_AREA)
-        rects, scores, _ = self._detector.run(small, 0, 0.0)
+        rects, scores, _ = self._detector.run(small, 0, threshold)
         if not rects and max(small.shape[:2]) <= 400:  # small frames: look for small faces too
-            rects, scores, _ = self._detector.run(small, 1, 0.0)
+            rects, scores, _ = self._detector.run(small, 1, threshold)
         found = [(np.array([r.left(), r.top(), r.right(), r.bottom()], float) / scale, float(s))
                  for r, s in zip(rects, scores)]
-        # weak detections only count when nothing clearer is there (the astronaut photo's
-        # mission patch scores 0.06 beside her face's 1.30, and is the larger box)
-        floor = min(WEAK_DETECTION, max((s for _, s in found), default=0.0))
-        found = [d for d in found if d[1] >= floor]
+        if threshold >= 0:
+            # weak detections only count when nothing clearer is there (the astronaut photo's
+            # mission patch scores 0.06 beside her face's 1.30, and is the larger box)
+            floor = min(WEAK_DETECTION, max((s for _, s in found), default=0.0))
+            found = [d for d in found if d[1] >= floor]
         return sorted(found, key=lambda d: -(d[0][2] - d[0][0]) * (d[0][3] - d[0][1]))
 
     def landmarks(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, None]:
@@ -270,6 +275,18 @@ class FaceTracker:
             return None
         return found[self.face - 1] if len(found) >= self.face else None
 
+    def _recover(self, image: np.ndarray, time: float):
+        """The followed face where the detector scores it under 0 (a turned or blurred face) but
+        it was seen within max_gap: the detection at RECOVER_THRESHOLD that overlaps its last box
+        most. examples/talking.mp4 lost 8 frames of 100 without it (a false detection in the
+        suit outscored the face, which the tracker rightly did not jump to)."""
+        if self._box is None or time - self._seen_at > self.max_gap:
+            return None
+        candidates = [(iou(box, self._box), box, score) for box, score in
+                      self.backend.detect(image, threshold=RECOVER_THRESHOLD)]
+        overlap, box, score = max(candidates, key=lambda c: c[0], default=(0.0, None, None))
+        return (box, score) if overlap >= self.min_overlap else None
+
     def _track_landmarks(self, image: np.ndarray):
         box = box_from_landmarks(self._landmarks)
         landmarks, landmarks68 = self.backend.landmarks(image, box)
@@ -287,6 +304,8 @@ class FaceTracker:
             out.detected, out.faces_seen = True, len(found)
             self._since_detect = 0
             chosen = self._choose(found, time)
+            if chosen is None:
+                chosen = self._recover(image, time)
             if chosen is None:
                 self._landmarks = None
                 return out

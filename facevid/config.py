@@ -94,7 +94,8 @@ PRESETS: dict[str, ModelConfig] = {
                         dit_dim=32, dit_layers=2,
                         dit_heads=2, dit_patch=8, head_channels=8),
     # the bundled model: trainable on a 2-core CPU in hours
-    "small": ModelConfig(flow_input=16),
+    # (1 sampler step, the denoiser's posterior mean: on CPU-trained denoisers more steps add noise)
+    "small": ModelConfig(flow_input=16, sample_steps=1),
     # the seed's talking-head sizes (Tab. A7: G=64, V=32, d=16, 160 bits/frame) for GPU users
     "paper": ModelConfig(out_size=256, net_size=128, enc_size=256, flow_size=64, enc_channels=(64, 128, 256, 512), enc_dim=768,
                          enc_layers=12, enc_heads=12, frame_tokens=16, content_tokens=16, vq_groups=64,
@@ -129,6 +130,7 @@ class TrainConfig:
     loss_landmarks: float = 1.0     # motion codes → landmark displacement (L1 in net_size pixels)
     loss_keypoints: float = 0.5     # keypoint net → landmarks of the reference (L1 in net_size pixels)
     loss_flow: float = 1.0          # warp flow → optical flow target → reference (L1 in net_size pixels)
+    loss_correspondence: float = 1.0   # final warp → true target landmarks onto the reference's (L1, pixels)
     teacher_forcing: float = 0.5    # share of clips whose warp uses the true target landmarks
     sigma_max_share: float = 0.2    # share of denoiser training frames at the sampler's σ_max (the 1-step mean)
     max_steps: int = 1_000_000

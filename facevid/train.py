@@ -246,8 +246,9 @@ class _StopFlag:
 
 
 def train_step(model, optimizer, batch, generator, cfg: TrainConfig, world: int) -> dict:
-    weights = {"warp": cfg.loss_warp, "flow": cfg.loss_flow, "diffusion": cfg.loss_diffusion, "landmarks": cfg.loss_landmarks,
-               "keypoints": cfg.loss_keypoints, "rate": 1.0}
+    weights = {"warp": cfg.loss_warp, "flow": cfg.loss_flow, "correspondence": cfg.loss_correspondence,
+               "diffusion": cfg.loss_diffusion, "landmarks": cfg.loss_landmarks, "keypoints": cfg.loss_keypoints,
+               "rate": 1.0}
     losses, metrics = model.training_losses(batch, generator, teacher_forcing=cfg.teacher_forcing,
                                             sigma_max_share=cfg.sigma_max_share)
     total = sum(weights[k] * v for k, v in losses.items())
@@ -391,7 +392,8 @@ def _save(model, ema, optimizer, generator, sampler, step, start, history, cfg, 
 
 def _log_line(record: dict) -> str:
     return (f"step {record['step']:>7} | loss {record['total']:.4f} (warp {record['warp']:.4f}, "
-            f"flow {record.get('flow', 0.0):.3f}, diff {record['diffusion']:.4f}, lmk {record['landmarks']:.4f}) | "
+            f"flow {record.get('flow', 0.0):.3f}, corr {record.get('correspondence', 0.0):.3f}, "
+            f"diff {record['diffusion']:.4f}, lmk {record['landmarks']:.4f}) | "
             f"bits {record['bits_hard']:.1f} hard / {record['bits_soft']:.1f} soft | "
             f"codes {record['codes_mean']:.1f} | warp {record['warp_psnr']:.2f} dB | "
             f"{record['frames_per_second']:.1f} frames/s")

@@ -25,8 +25,9 @@ class GridMaker:
         self.batch = sampler.sample()
 
     @torch.no_grad()
-    def rows(self, model, steps: int = 6) -> list[list[torch.Tensor]]:
+    def rows(self, model, steps: int | None = None) -> list[list[torch.Tensor]]:
         b = self.batch
+        steps = model.cfg.sample_steps if steps is None else steps   # as transfer samples by default
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in b.items()}
         clips, frames = batch["target"].shape[:2]

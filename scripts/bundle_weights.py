@@ -1,10 +1,10 @@
 """Turn a training run's weights into the bundled file and print its weights.toml entry.
 
-    python scripts/bundle_weights.py RUN/model.safetensors [-o weights/facevid-small.safetensors] [--steps N]
+    python scripts/bundle_weights.py RUN/model.safetensors [-o weights/facevid-small.safetensors] [--sampler-steps N]
 
 Stores float16 (half the size; facevid loads it back as float32) and prints the sha256, size
-and training metadata to paste into weights.toml beside the evaluation numbers. `--steps`
-sets the sampler steps the weights default to (0: warp only, 1: the denoiser's mean), chosen
+and training metadata to paste into weights.toml beside the evaluation numbers.
+`--sampler-steps` sets the sampler steps the weights default to (0: warp only, 1: the denoiser's mean), chosen
 by `facevid eval`.
 """
 
@@ -25,13 +25,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", type=Path)
     parser.add_argument("-o", "--output", type=Path, default=Path("weights/facevid-small.safetensors"))
-    parser.add_argument("--steps", type=int, default=None, help="default sampler steps of these weights")
+    parser.add_argument("--sampler-steps", type=int, default=None,
+                        help="default sampler steps of these weights (not training steps)")
     args = parser.parse_args()
     with safe_open(str(args.weights), framework="pt") as f:
         meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
     model = load_weights(args.weights)
-    if args.steps is not None:
-        model.cfg = replace(model.cfg, sample_steps=args.steps)
+    if args.sampler_steps is not None:
+        model.cfg = replace(model.cfg, sample_steps=args.sampler_steps)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     export_weights(model, args.output, meta, half=True)
     print(f'path = "{args.output}"\nsha256 = "{sha256_of(args.output)}"\nsize = {args.output.stat().st_size}\n'

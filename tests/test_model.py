@@ -204,3 +204,20 @@ def test_encoder_reads_the_measured_flow_of_a_known_shift():
     assert flow[0, 0].abs().max() < 1e-3
     centre = flow[0, 1, :, 4:12, 4:12]
     assert abs(centre[0].mean() + 0.125) < 0.02 and abs(centre[1].mean()) < 0.02
+
+
+def test_correspondence_loss_is_zero_for_a_warp_that_carries_the_landmarks(synthetic_cache):
+    """At init the flow heads are zero, so a teacher-forced warp is the TPS from the true target
+    landmarks to the reference's: it carries them back up to interpolation (loss near 0 px).
+    Driven by the codes instead, the untrained landmark head predicts no motion: the warp is
+    the identity and the loss is how far the landmarks moved."""
+    torch.manual_seed(0)
+    model = FaceVid(TINY)
+    sampler = BatchSampler(load_cache(synthetic_cache), out_size=TINY.out_size, net_size=TINY.net_size,
+                           clips_per_batch=2, content_frames=3, target_frames=3, strides=(4, 8), seed=0)
+    batch = sampler.sample()   # frames 12-24 apart: the landmarks move ~0.8 px at net_size
+    forced, _ = model.training_losses(batch, torch.Generator().manual_seed(0), teacher_forcing=1.0)
+    still, metrics = model.training_losses(batch, torch.Generator().manual_seed(0), teacher_forcing=0.0)
+    assert metrics["landmarks_still"] > 0.5
+    assert still["correspondence"].item() == pytest.approx(metrics["landmarks_still"], rel=0.05)
+    assert forced["correspondence"].item() < 0.1 * metrics["landmarks_still"]

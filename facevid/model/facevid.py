@@ -284,6 +284,11 @@ class FaceVid(nn.Module):
         warped = self.warp(batch["reference"], ref_points, target_points, ref_motion, enc_b.motion)
         target_flat = target.flatten(0, 1)
         loss_warp = (warped.out - target_flat).abs().mean()
+        # the final warp must carry each true target landmark back to the reference's (dlib's
+        # geometry, which AKD and the motion error measure): the backward grid sampled there
+        at = F.grid_sample(warped.grid.permute(0, 3, 1, 2), batch["target_landmarks"].flatten(0, 1)[:, :, None],
+                           mode="bilinear", padding_mode="border", align_corners=False)[..., 0].transpose(1, 2)
+        loss_correspondence = pixels * (at - ref_points.repeat_interleave(tb, 0)).abs().mean()
         loss_flow = target.new_zeros(())
         if "target_flow" in batch:   # optical flow target → reference, (B, Tb, 2, F, F) normalised
             true_flow = batch["target_flow"].flatten(0, 1)
@@ -315,8 +320,8 @@ class FaceVid(nn.Module):
         residual = target_net - warped.net.detach()
         loss_diffusion = self.denoiser.loss(residual, noise, sigma, **shared, **cond).mean()
         rate = enc_a.quant.rate_loss   # shared by both halves (quantized together)
-        losses = {"warp": loss_warp, "flow": loss_flow, "diffusion": loss_diffusion, "landmarks": loss_landmarks,
-                  "keypoints": loss_keypoints, "rate": rate}
+        losses = {"warp": loss_warp, "flow": loss_flow, "correspondence": loss_correspondence,
+                  "diffusion": loss_diffusion, "landmarks": loss_landmarks, "keypoints": loss_keypoints, "rate": rate}
         with torch.no_grad():
             mse = ((warped.out - target_flat) ** 2).mean((1, 2, 3)).clamp(min=1e-10)
             copy = ((batch["reference"].repeat_interleave(tb, 0) - target_flat) ** 2).mean((1, 2, 3)).clamp(min=1e-10)

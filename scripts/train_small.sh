@@ -2,15 +2,16 @@
 # Train (or continue) the bundled `small` model on this CPU, exactly as it was trained:
 # ../shared/data/faces minus the held-out identities in splits/faces_eval.txt, plus 120
 # synthetic talking heads. Resumable: run it again to continue from the last checkpoint.
-#   scripts/train_small.sh [RUN_DIR]        (default ~/.cache/facevid-train/run9)
-# The current run, run9, started from run8's weights (`--init`), which started from run7's,
-# and so on back to run3 (from scratch): each restart followed a model change that
-# `--init` carries over (new modules start fresh, widened layers start at zero on their
-# new inputs). A fresh RUN_DIR trains the current model from scratch.
+#   scripts/train_small.sh [RUN_DIR]        (default ~/.cache/facevid-train/run10)
+# The current run, run10, continues run_box: the current model trained from scratch for 60
+# minutes (issue 3's time-boxed run), resumed with the correspondence loss added. The bundled
+# file is still run9 (run3 from scratch, then run4-run9 each started with `--init` from the
+# one before after a model change; `--init` starts new modules fresh and gives widened
+# layers zeros on their new inputs). A fresh RUN_DIR trains the current model from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${FACEVID_TRAIN_HOME:-$HOME/.cache/facevid-train}
-run=${1:-$work/run9}
+run=${1:-$work/run10}
 faces=${FACEVID_FACES:-../shared/data/faces}
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$work"

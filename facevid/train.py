@@ -4,6 +4,7 @@ checkpoints, time boxes, PNG grids and plots, safetensors export, and PyTorch DD
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import os
@@ -45,6 +46,14 @@ def init_distributed(device: str) -> None:
     rank, world = dist_info()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        # Left to interpreter teardown, Gloo's worker threads can free tensors after Python is gone and
+        # abort the process (SIGABRT, seen once in CI; pytorch/pytorch#179291): tear down while alive.
+        atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def all_reduce_gradients(model: torch.nn.Module, world: int) -> None:
@@ -379,6 +388,7 @@ def _loop(model, ema, optimizer, generator, sampler, cfg, run_dir, step, elapsed
             grids.save(ema, run_dir / "grid_last.png")
     if world > 1:
         check_ranks_agree(model, run_dir)
+        _destroy_process_group()
     fps = history[-1]["frames_per_second"] if history else 0.0
     return TrainSummary(str(run_dir), step, minutes, fps, record, str(weights), reason)
 

@@ -1,8 +1,8 @@
 """Benchmark `facevid transfer` end to end on this CPU: frames/s per stage and peak memory.
 
 Drivers: a 512x512 and a 1280x720 clip made from the public-domain astronaut photo; the
-source is the photo itself. Stages: decode, track, crop, model (encode + sample), paste-back,
-write. Prints a table; run it on a quiet machine.
+source is the photo itself. Stages: decode, track, landmarks (dlib's 68, transfer's default
+motion), crop, model (encode with the measured flow + sample), paste-back, write. Prints a table; run it on a quiet machine.
 
     python benchmarks/bench_transfer.py --weights small [--frames 64] [--steps 6]
 """
@@ -18,16 +18,18 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from facevid import demo  # noqa: E402
 from facevid.crop import CropSpec, crop_mask, cut_crop, paste_back  # noqa: E402
-from facevid.face import FaceTracker, make_backend  # noqa: E402
+from facevid.config import DEFAULT_MOTION  # noqa: E402
+from facevid.face import FaceTracker, Landmarks68, make_backend  # noqa: E402
 from facevid.transfer import Animator  # noqa: E402
 from facevid.video import VideoWriter, iter_frames, probe  # noqa: E402
 from facevid.weights import load_model  # noqa: E402
 
-STAGES = ("decode", "track", "crop", "model", "paste-back", "write")
+STAGES = ("decode", "track", "landmarks", "crop", "model", "paste-back", "write")
 
 
 def run(model, photo, driver: Path, out: Path, steps: int, window: int = 16) -> tuple[dict, int]:
@@ -35,8 +37,9 @@ def run(model, photo, driver: Path, out: Path, steps: int, window: int = 16) -> 
     spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
     backend = make_backend("dlib")
     src = FaceTracker(backend, spec).update(photo, 0, 0.0)
+    marks68 = Landmarks68()   # transfer's default motion: the tracker's 68 dlib landmarks
     animate = Animator(model, cut_crop(photo, src.transform, cfg.out_size), steps=steps, guidance=1.0, seed=0,
-                       relative=True, device="cpu", motion="keypoints")   # transfer's default
+                       relative=True, device="cpu", motion=DEFAULT_MOTION, source_points=marks68(photo, src))
     tracker, mask = FaceTracker(backend, spec), crop_mask(cfg.out_size, "face")
     seconds, frames, pending = dict.fromkeys(STAGES, 0.0), 0, []
     with VideoWriter(out, probe(driver).fps, audio_from=driver, force=True, preset="veryfast") as writer:
@@ -49,15 +52,18 @@ def run(model, photo, driver: Path, out: Path, steps: int, window: int = 16) -> 
             if frame is not None:
                 face = tracker.update(frame.image, frame.index, frame.time)
                 t2 = time.perf_counter()
-                pending.append((frame.time, cut_crop(frame.image, face.transform, cfg.out_size)))
+                points = marks68(frame.image, face)
+                t3 = time.perf_counter()
+                pending.append((frame.time, cut_crop(frame.image, face.transform, cfg.out_size), points))
                 seconds["track"] += t2 - t1
-                seconds["crop"] += time.perf_counter() - t2
+                seconds["landmarks"] += t3 - t2
+                seconds["crop"] += time.perf_counter() - t3
             if pending and (frame is None or len(pending) == window):
                 t3 = time.perf_counter()
-                made = animate([crop for _, crop in pending])
+                made = animate([crop for _, crop, _ in pending], np.stack([points for *_, points in pending]))
                 t4 = time.perf_counter()
                 seconds["model"] += t4 - t3
-                for (time_s, _), crop in zip(pending, made):
+                for (time_s, *_), crop in zip(pending, made):
                     t5 = time.perf_counter()
                     image = paste_back(photo, crop, src.transform, mask=mask, colour_match=True)
                     t6 = time.perf_counter()

@@ -104,8 +104,9 @@ def _open_writer(out, model, name, weights_path, info, reference, sha256_of) -> 
                        crop_size=cfg.out_size, crop_margin=cfg.crop_margin, crop_center_y=cfg.crop_center_y,
                        groups=cfg.vq_groups, codebook=cfg.vq_codebook,
                        content_shape=(cfg.content_tokens, cfg.enc_dim), motion_dim=cfg.motion_dim,
-                       source_size=(info.width, info.height))
-    return FvlWriter(out, header, png, encoded.content[0].numpy(), encoded.motion[0, 0].numpy())
+                       source_size=(info.width, info.height), flow_components=cfg.flow_code,
+                       flow_bits=cfg.flow_code_bits if cfg.flow_code else 0)
+    return FvlWriter(out, header, png, encoded.content[0].numpy(), encoded.motion[0, 0, :cfg.motion_dim].numpy())
 
 
 def _flush(model, writer: FvlWriter, pending: list, reference: torch.Tensor) -> None:

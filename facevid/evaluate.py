@@ -137,15 +137,16 @@ def reconstruct(model: FaceVid, frames: np.ndarray, *, window: int = 16, steps: 
 
 
 def bits_per_frame(cfg: ModelConfig, codes: np.ndarray) -> dict:
-    """The motion stream's rate: nominal G·log2 V, what an .fvl file stores (whole bits per
-    group), and the entropy of the hard codes (T, G) over these frames, group by group (what an
+    """The motion stream's rate: nominal G·log2 V (+ C flow levels' bits), what an .fvl file
+    stores (whole bits per group), and the entropy of the stored values (T, G [+ C]) over these
+    frames, value by value (what an
     entropy coder could reach; biased low over few frames, at most log2 T per group)."""
-    counts = np.stack([np.bincount(group, minlength=cfg.vq_codebook) for group in codes.T])   # (G, V)
-    p = counts / counts.sum(1, keepdims=True)
-    entropy = -(p * np.log2(np.where(p > 0, p, 1))).sum()
-    return {"nominal": cfg.vq_groups * math.log2(cfg.vq_codebook),
-            "stored": cfg.vq_groups * max(1, (cfg.vq_codebook - 1).bit_length()),
-            "entropy": float(entropy), "frames": int(len(codes))}
+    entropy = 0.0
+    for group in codes.T:   # G motion codes, then C flow levels
+        p = np.bincount(group) / len(group)
+        entropy -= (p * np.log2(np.where(p > 0, p, 1))).sum()
+    return {"nominal": cfg.vq_groups * math.log2(cfg.vq_codebook) + cfg.flow_code * cfg.flow_code_bits,
+            "stored": cfg.bits_per_frame, "entropy": float(entropy), "frames": int(len(codes))}
 
 
 def clip_at(clip: Clip, size: int, max_frames: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,19 +1,22 @@
-"""The `.fvl` file: a talking-face clip as content + discrete motion codes (version 1).
+"""The `.fvl` file: a talking-face clip as content + discrete motion codes (version 2).
 
 Layout (little-endian):
 
     magic       4 bytes   b"FVL\\x01"
     header      u32 length + UTF-8 JSON: format version, model name and sha256, frame rate
                 (numerator, denominator), crop size and spec, groups G, codebook size V,
-                bits per code, content shape, source frame size
+                bits per code, flow components C and bits per level, content shape,
+                source frame size
     reference   u32 length + PNG of the reference crop (the pixels the decoder warps)
     content     u32 length + float16 content tokens (K x E) + float32 reference motion (G*d)
     frames      repeated: u8 record tag 0x46 ("F"), f64 time, u8 face flag, 6 x f32
-                frame→crop transform, ceil(G * bits / 8) bytes of codes packed MSB-first
+                frame→crop transform, ceil((G * code bits + C * flow bits) / 8) bytes: the
+                G codes then the C flow levels, packed MSB-first
     trailer     u8 tag 0x45 ("E"), u32 frame count, u32 CRC-32 of every byte before it
 
-Motion costs G * log2(V) bits per frame (24 * 5 = 120 for `small`). Anything truncated,
-corrupt or foreign is rejected with an InputError.
+Motion costs G * log2(V) + C * flow bits per frame (24 * 5 + 32 * 5 = 280 for `small`).
+Version 1 (no flow levels) is still read. Anything truncated, corrupt or foreign is rejected
+with an InputError.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import numpy as np
 from facevid.errors import InputError
 
 MAGIC = b"FVL\x01"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 FRAME_TAG, END_TAG = 0x46, 0x45
 
 
@@ -49,33 +53,50 @@ class FvlHeader:
     content_shape: tuple[int, int]
     motion_dim: int
     source_size: tuple[int, int]
+    flow_components: int = 0
+    flow_bits: int = 0
 
     @property
     def code_bits(self) -> int:
         return max(1, (self.codebook - 1).bit_length())
 
     @property
+    def widths(self) -> np.ndarray:
+        """Bits of each stored value of a frame: G codes, then C flow levels."""
+        return np.array([self.code_bits] * self.groups + [self.flow_bits] * self.flow_components, np.int64)
+
+    @property
+    def limits(self) -> np.ndarray:
+        """One past the largest valid value of each stored value."""
+        return np.array([self.codebook] * self.groups + [2 ** self.flow_bits] * self.flow_components, np.int64)
+
+    @property
     def bits_per_frame(self) -> int:
-        return self.groups * self.code_bits
+        return int(self.widths.sum())
 
     def to_json(self) -> dict:
         return {"format": "facevid-fvl", "version": VERSION, "model": self.model, "model_sha256": self.model_sha256,
                 "fps": [self.fps.numerator, self.fps.denominator], "crop_size": self.crop_size,
                 "crop_margin": self.crop_margin, "crop_center_y": self.crop_center_y, "groups": self.groups,
                 "codebook": self.codebook, "code_bits": self.code_bits, "content_shape": list(self.content_shape),
-                "motion_dim": self.motion_dim, "source_size": list(self.source_size)}
+                "motion_dim": self.motion_dim, "source_size": list(self.source_size),
+                "flow_components": self.flow_components, "flow_bits": self.flow_bits}
 
     @classmethod
     def from_json(cls, doc: dict, path) -> "FvlHeader":
-        if doc.get("format") != "facevid-fvl" or doc.get("version") != VERSION:
+        if doc.get("format") != "facevid-fvl" or doc.get("version") not in READABLE_VERSIONS:
             raise InputError(f"{path} is an .fvl file of an unknown version ({doc.get('version')})")
         try:
-            return cls(doc["model"], doc["model_sha256"], Fraction(*doc["fps"]), int(doc["crop_size"]),
-                       float(doc["crop_margin"]), float(doc["crop_center_y"]), int(doc["groups"]),
-                       int(doc["codebook"]), tuple(doc["content_shape"]), int(doc["motion_dim"]),
-                       tuple(doc["source_size"]))
+            header = cls(doc["model"], doc["model_sha256"], Fraction(*doc["fps"]), int(doc["crop_size"]),
+                         float(doc["crop_margin"]), float(doc["crop_center_y"]), int(doc["groups"]),
+                         int(doc["codebook"]), tuple(doc["content_shape"]), int(doc["motion_dim"]),
+                         tuple(doc["source_size"]), int(doc.get("flow_components", 0)), int(doc.get("flow_bits", 0)))
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
             raise InputError(f"{path} has a broken .fvl header ({error})") from error
+        if header.groups < 1 or header.codebook < 2 or header.flow_components < 0 or not (
+                0 < header.flow_bits <= 16 if header.flow_components else header.flow_bits == 0):
+            raise InputError(f"{path} has a broken .fvl header (code layout)")
+        return header
 
 
 @dataclass
@@ -83,18 +104,20 @@ class FvlFrame:
     time: float
     has_face: bool
     transform: np.ndarray     # (2, 3) float32
-    codes: np.ndarray         # (G,) int64
+    codes: np.ndarray         # (G + C,) int64: motion codes, then flow levels
 
 
-def pack_codes(codes: np.ndarray, bits: int) -> bytes:
-    """(G,) ints < 2**bits → bytes, MSB first."""
-    as_bits = ((codes[:, None] >> np.arange(bits - 1, -1, -1)) & 1).astype(np.uint8).ravel()
-    return np.packbits(as_bits).tobytes()
+def pack_codes(codes: np.ndarray, widths: np.ndarray) -> bytes:
+    """Ints (N,), each below 2**widths[i] → bytes, each value MSB first, one after the other."""
+    as_bits = [(int(value) >> np.arange(width - 1, -1, -1)) & 1 for value, width in zip(codes, widths)]
+    return np.packbits(np.concatenate(as_bits).astype(np.uint8)).tobytes()
 
 
-def unpack_codes(data: bytes, groups: int, bits: int) -> np.ndarray:
-    as_bits = np.unpackbits(np.frombuffer(data, np.uint8))[: groups * bits].reshape(groups, bits)
-    return (as_bits.astype(np.int64) << np.arange(bits - 1, -1, -1)).sum(1)
+def unpack_codes(data: bytes, widths: np.ndarray) -> np.ndarray:
+    as_bits = np.unpackbits(np.frombuffer(data, np.uint8)).astype(np.int64)
+    ends = np.cumsum(widths)
+    return np.array([(as_bits[end - width:end] << np.arange(width - 1, -1, -1)).sum()
+                     for end, width in zip(ends, widths)], np.int64)
 
 
 class FvlWriter:
@@ -117,12 +140,13 @@ class FvlWriter:
         self.crc = zlib.crc32(data, self.crc)
 
     def write(self, frame: FvlFrame) -> None:
-        codes = np.asarray(frame.codes, np.int64)
-        if codes.shape != (self.header.groups,) or codes.min() < 0 or codes.max() >= self.header.codebook:
-            raise ValueError(f"codes must be {self.header.groups} values below {self.header.codebook}")
+        codes, limits = np.asarray(frame.codes, np.int64), self.header.limits
+        if codes.shape != limits.shape or codes.min() < 0 or (codes >= limits).any():
+            raise ValueError(f"codes must be {self.header.groups} values below {self.header.codebook} and "
+                             f"{self.header.flow_components} below {2 ** self.header.flow_bits}")
         record = struct.pack("<BdB6f", FRAME_TAG, frame.time, int(frame.has_face),
                              *np.asarray(frame.transform, np.float32).ravel())
-        self._put(record + pack_codes(codes, self.header.code_bits))
+        self._put(record + pack_codes(codes, self.header.widths))
         self.frames += 1
 
     def close(self) -> Path:
@@ -193,7 +217,8 @@ def read_fvl(path: str | Path) -> FvlFile:
 
 
 def _frames(data: bytes, offset: int, header: FvlHeader, path) -> Iterator[FvlFrame]:
-    code_bytes = (header.groups * header.code_bits + 7) // 8
+    code_bytes = (header.bits_per_frame + 7) // 8
+    widths, limits = header.widths, header.limits
     count = 0
     while True:
         tag, offset = _take(data, offset, 1, path)
@@ -207,8 +232,8 @@ def _frames(data: bytes, offset: int, header: FvlHeader, path) -> Iterator[FvlFr
         raw, offset = _take(data, offset, 8 + 1 + 24 + code_bytes, path)
         time_s, face = struct.unpack("<dB", raw[:9])
         transform = np.frombuffer(raw[9:33], "<f4").reshape(2, 3).copy()
-        codes = unpack_codes(raw[33:], header.groups, header.code_bits)
-        if codes.max() >= header.codebook or not np.isfinite(time_s) or not np.isfinite(transform).all():
+        codes = unpack_codes(raw[33:], widths)
+        if (codes >= limits).any() or not np.isfinite(time_s) or not np.isfinite(transform).all():
             raise InputError(f"{path} is corrupt (values out of range)")
         count += 1
         yield FvlFrame(time_s, bool(face), transform, codes)

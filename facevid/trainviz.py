@@ -44,7 +44,7 @@ class GridMaker:
         other = torch.roll(torch.arange(clips), -1)
         cross = model.decode(batch["reference"][other], ref_points[other], ref_motion[other], enc_b.motion,
                              enc_a.content[other], steps=steps, generator=g,
-                             target_points=ref_points[other][:, None] + disp)
+                             target_points=ref_points[other][:, None] + disp, driver_ref_points=ref_points)
         rows = []
         for i in range(clips):
             for t in (0, frames - 1):

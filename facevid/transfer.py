@@ -115,15 +115,17 @@ class Animator:
         if self.driver_ref is None:
             self.driver_ref = motion[:, 0]
             self.driver_ref_points = points[:, 0]
+        driver_ref_points = self.driver_ref_points   # whose geometry the flow code's flow has
         if not self.relative:
-            target, ref_motion = points, self.source_motion
+            target, ref_motion, driver_ref_points = points, self.source_motion, None
         elif self.motion_source in ("keypoints", "landmarks"):   # the driver's own landmark change
             target, ref_motion = self.source_points[:, None] + points - self.driver_ref_points[:, None], self.driver_ref
         else:                                     # the change the motion codes imply
             target = self.source_points[:, None] + model.displacement(motion, self.driver_ref)
             ref_motion = self.driver_ref
         out = model.decode(self.source, self.source_points, ref_motion, motion, self.content, steps=self.steps,
-                           guidance=self.guidance, generator=self.generator, target_points=target)
+                           guidance=self.guidance, generator=self.generator, target_points=target,
+                           driver_ref_points=driver_ref_points)
         return [to_uint8(f) for f in out[0]]
 
 

@@ -6,7 +6,8 @@ Draws cross-driven training batches (frame strides 1-8) and prints the mean L1 e
 pixels at net_size, between the Farnebäck flow target → reference (16x16) and: no motion,
 the TPS on the true landmarks, that TPS plus the coarse flow read off the motion codes (and
 off the continuous features before quantization), the final warp grid, and the true flow
-averaged to 8x8 (what an 8x8 coarse flow could reach). Measured 2026-11-22 on run_box
+averaged to 8x8 (what an 8x8 coarse flow could reach). With a flow code the coarse flow adds
+to the code's flow ("start") instead of the TPS, and the code's flow gets a row of its own. Measured 2026-11-22 on run_box
 (60 min from scratch, flow_input on): 0.82 / 0.63 / 0.57 / 0.52 / 0.54 / 0.19 px: the codes
 carry little of the flow the encoder is given.
 """
@@ -53,9 +54,13 @@ def main() -> None:
             cont = resize(model.coarse_flow(enc_b.quant.continuous, cont_ref).flatten(0, 1), cfg.flow_size)
             warped = model.warp(batch["reference"], batch["ref_landmarks"], batch["target_landmarks"], ref_motion,
                                 enc_b.motion)
-            parts = {"no motion": torch.zeros_like(true), "TPS (true landmarks)": tps,
-                     "TPS + coarse flow (codes)": tps + coarse, "TPS + coarse flow (continuous)": tps + cont,
-                     "final grid": grid_to_flow(warped.grid), "true flow at 8x8": resize(true, 8)}
+            start = grid_to_flow(warped.start)   # the TPS, or the flow code's flow
+            parts = {"no motion": torch.zeros_like(true), "TPS (true landmarks)": tps}
+            if cfg.flow_code:
+                parts["flow code"] = start
+            parts.update({"start + coarse flow (codes)": start + coarse,
+                          "start + coarse flow (continuous)": start + cont,
+                          "final grid": grid_to_flow(warped.grid), "true flow at 8x8": resize(true, 8)})
             for name, flow in parts.items():
                 errors.setdefault(name, []).append((pixels * (resize(flow, 16) - true).abs().mean()).item())
     print("| warp | flow error (px at net_size) |\n|---|---|")

@@ -2,16 +2,18 @@
 # Train (or continue) the bundled `small` model on this CPU, exactly as it was trained:
 # ../shared/data/faces minus the held-out identities in splits/faces_eval.txt, plus 120
 # synthetic talking heads. Resumable: run it again to continue from the last checkpoint.
-#   scripts/train_small.sh [RUN_DIR]        (default ~/.cache/facevid-train/run10)
-# The current run, run10, continues run_box: the current model trained from scratch for 60
-# minutes (issue 3's time-boxed run), resumed with the correspondence loss added. The bundled
-# file is still run9 (run3 from scratch, then run4-run9 each started with `--init` from the
-# one before after a model change; `--init` starts new modules fresh and gives widened
-# layers zeros on their new inputs). A fresh RUN_DIR trains the current model from scratch.
+#   scripts/train_small.sh [RUN_DIR]        (default ~/.cache/facevid-train/run12)
+# The bundled file is run12: run_box (the model of the time, 60 minutes from scratch), run10
+# (+ the correspondence loss, 2,820 steps), run11 (296 steps: the flow code added with
+# `--init`, fitted on the data as training began), then run12 (`--init` from run11 with the
+# flow U-Net's output layer zeroed, correspondence weight 0.3, now the default). `--init`
+# starts new modules fresh, gives widened layers zeros on their new inputs, and restarts the
+# heads that corrected the TPS when a flow code is added. A fresh RUN_DIR trains the current
+# model from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${FACEVID_TRAIN_HOME:-$HOME/.cache/facevid-train}
-run=${1:-$work/run10}
+run=${1:-$work/run12}
 faces=${FACEVID_FACES:-../shared/data/faces}
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$work"

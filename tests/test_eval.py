@@ -48,10 +48,11 @@ def test_akd_and_bits_per_frame():
     real = np.zeros((68, 2))
     real[45] = [10, 0]
     assert akd(real, real) == 0 and akd(real, real + [0, 1]) == pytest.approx(0.1)
-    tiny = PRESETS["tiny"]                                   # 4 groups of 8 codes
-    still = bits_per_frame(tiny, np.zeros((8, 4), int))
-    spread = bits_per_frame(tiny, np.tile(np.arange(8)[:, None], (1, 4)))
-    assert still["nominal"] == still["stored"] == 12 and still["entropy"] == 0 and spread["entropy"] == 12
+    tiny = PRESETS["tiny"]                                   # 4 groups of 8 codes + 16 flow levels of 4 bits
+    still = bits_per_frame(tiny, np.zeros((16, 20), int))
+    frames = np.arange(16)[:, None]
+    spread = bits_per_frame(tiny, np.concatenate([np.tile(frames % 8, (1, 4)), np.tile(frames, (1, 16))], 1))
+    assert still["nominal"] == still["stored"] == 76 and still["entropy"] == 0 and spread["entropy"] == 76
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_eval_cli(capsys, tmp_path, tiny_weights, estimator):
     assert {"model", RECONSTRUCTION, "model, warp only", "copy source", "landmark warp"} <= set(table)
     assert {"psnr", "ssim", "l1", "akd", "no_face"} <= set(table["model"])
     assert table["_frames"] == 12 and (tmp_path / "sheet.png").is_file()
-    assert table["_bits_per_frame"]["nominal"] == 12 and table["_reconstruction_fps"] > 0
+    assert table["_bits_per_frame"]["nominal"] == 76 and table["_reconstruction_fps"] > 0
     synthetic_table = result["synthetic"]
     assert {"identity", "motion", "psnr", *synthetic.MOTION_FACTORS} <= set(synthetic_table["methods"]["model"])
     assert synthetic_table["estimator"]["r2"]["yaw"] > 0.9 and (tmp_path / "sheet_synthetic.png").is_file()

@@ -45,6 +45,7 @@ def test_train_writes_weights_grid_plot_and_log(capsys, tmp_path, cache):
     assert config["dit_dim"] == 32
     model = load_weights(run / "model.safetensors")
     assert model.cfg.vq_groups == 4
+    assert model.flow_code_fitted and "flow code: 16 components" in err   # fitted on the data as training began
 
 
 def test_init_from_earlier_weights_keeps_new_modules_fresh(tmp_path):
@@ -73,6 +74,17 @@ def test_init_from_earlier_weights_keeps_new_modules_fresh(tmp_path):
     assert not new.flow_head.weight.any()
     with pytest.raises(InputError, match="does not fit"):
         init_from(FaceVid(replace(PRESETS["tiny"], enc_dim=48)), path)
+    # a model that gains a flow code fits it and restarts the heads that corrected the TPS
+    before = FaceVid(replace(PRESETS["tiny"], flow_code=0))
+    with torch.no_grad():
+        before.flow_head.weight.normal_()
+        before.flow_net.head.weight.normal_()
+    path = export_weights(before, tmp_path / "before.safetensors")
+    after = FaceVid(PRESETS["tiny"])
+    assert set(init_from(after, path)) == {"flow_mean", "flow_basis", "flow_scale", "flow_fitted", "flow_head.weight",
+                                           "flow_net.head.weight", "flow_net.head.bias"}
+    assert not after.flow_head.weight.any() and not after.flow_net.head.weight.any()
+    assert torch.equal(after.dit.null_motion, before.dit.null_motion) and not after.flow_code_fitted
     # a layer that gained input channels keeps its old weights and starts at zero on the new ones
     narrow = FaceVid(PRESETS["tiny"])
     stem = narrow.encoder.stem.stages[0]

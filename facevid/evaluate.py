@@ -139,8 +139,8 @@ def reconstruct(model: FaceVid, frames: np.ndarray, *, window: int = 16, steps: 
 def bits_per_frame(cfg: ModelConfig, codes: np.ndarray) -> dict:
     """The motion stream's rate: nominal G·log2 V (+ C flow levels' bits), what an .fvl file
     stores (whole bits per group), and the entropy of the stored values (T, G [+ C]) over these
-    frames, value by value (what an
-    entropy coder could reach; biased low over few frames, at most log2 T per group)."""
+    frames, value by value (what an entropy coder could reach; biased low over few frames, at
+    most log2 T per value)."""
     entropy = 0.0
     for group in codes.T:   # G motion codes, then C flow levels
         p = np.bincount(group) / len(group)

@@ -278,16 +278,17 @@ class FaceVid(nn.Module):
         ref_net = resize(ref_out, cfg.net_size)
         src = ref_points.repeat_interleave(t, 0)                                 # (N, K, 2)
         dst = target_points.flatten(0, 1)
-        start = tps_grid(src, dst, cfg.flow_size, cfg.flow_size, anchors=self.anchors)
-        if cfg.flow_code:
-            code = flow_to_grid(resize(self.code_flow(motion).flatten(0, 1), cfg.flow_size))
+        if not cfg.flow_code:
+            start = tps_grid(src, dst, cfg.flow_size, cfg.flow_size, anchors=self.anchors)
+        else:
+            start = flow_to_grid(resize(self.code_flow(motion).flatten(0, 1), cfg.flow_size))
             if driver_ref_points is not None:   # another face: retarget the driver's flow to this one
                 drv = driver_ref_points.repeat_interleave(t, 0)
                 other = (drv - src).abs().amax((1, 2)) > 1e-6
                 if other.any():
-                    code = torch.where(other[:, None, None, None],
-                                       self._retarget(code, start, drv, drv + dst - src), code)
-            start = code
+                    tps = tps_grid(src, dst, cfg.flow_size, cfg.flow_size, anchors=self.anchors)
+                    start = torch.where(other[:, None, None, None],
+                                        self._retarget(start, tps, drv, drv + dst - src), start)
         base = start + resize(self.coarse_flow(motion, ref_motion).flatten(0, 1), cfg.flow_size).permute(0, 2, 3, 1)
         # the absolute codes may tell the flow net about the face, but only the change is trained by it
         codes, ref_codes = self._vq(motion), self._vq(ref_motion)

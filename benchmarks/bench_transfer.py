@@ -2,7 +2,8 @@
 
 Drivers: a 512x512 and a 1280x720 clip made from the public-domain astronaut photo; the
 source is the photo itself. Stages: decode, track, landmarks (dlib's 68, transfer's default
-motion), crop, model (encode with the measured flow + sample), paste-back, write. Prints a table; run it on a quiet machine.
+motion), crop, model (encode with the measured flow + sample), paste-back, write. Prints a
+table; run it on a quiet machine.
 
     python benchmarks/bench_transfer.py --weights small [--frames 64] [--steps 6]
 """

@@ -38,7 +38,7 @@ def run(model, photo, driver: Path, out: Path, steps: int, window: int = 16) -> 
     spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
     backend = make_backend("dlib")
     src = FaceTracker(backend, spec).update(photo, 0, 0.0)
-    marks68 = Landmarks68()   # transfer's default motion: the tracker's 68 dlib landmarks
+    marks68 = Landmarks68(spec)   # transfer's default motion: 68 dlib landmarks measured on the crop
     animate = Animator(model, cut_crop(photo, src.transform, cfg.out_size), steps=steps, guidance=1.0, seed=0,
                        relative=True, device="cpu", motion=DEFAULT_MOTION, source_points=marks68(photo, src))
     tracker, mask = FaceTracker(backend, spec), crop_mask(cfg.out_size, "face")

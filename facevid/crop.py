@@ -117,6 +117,14 @@ def box_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     return np.array([*corners.min(0), *corners.max(0)])
 
 
+def face_box_in_crop(spec: CropSpec, size: int) -> np.ndarray:
+    """Where the HOG detector's face box lies in a crop of `size` pixels cut with `spec`
+    (x0, y0, x1, y1): the box dlib's shape predictors are run on in aligned crops."""
+    side = 1.0 + 2.0 * spec.margin
+    origin = np.array([0.5 - side / 2, spec.center_y - side / 2] * 2)
+    return (HOG_BOX_IN_TEMPLATE - origin) * size / side
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

@@ -58,10 +58,7 @@ class LandmarkMeter:
         self.detector = dlib.get_frontal_face_detector()
 
     def __call__(self, crop: np.ndarray) -> np.ndarray | None:
-        from facevid.identity import WORK_SIZE
-
-        work = cv2.resize(crop, (WORK_SIZE, WORK_SIZE), interpolation=cv2.INTER_CUBIC)
-        if len(self.detector(work, 0)) == 0:   # the shape predictor always answers; the detector can say "no face"
+        if len(self.detector(self.meter.marks.measure_size(crop), 0)) == 0:   # the shape predictor always answers; the detector can say "no face"
             return None
         return self.meter.landmarks(crop)
 

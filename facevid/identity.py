@@ -5,49 +5,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from facevid.crop import HOG_BOX_IN_TEMPLATE, CropSpec
-
-WORK_SIZE = 256   # crops are measured at this size (dlib wants faces of 80 px and more)
-
-
-def crop_face_box(spec: CropSpec, size: int) -> np.ndarray:
-    """Where the detector's face box lies in a crop of `size` cut with `spec`."""
-    side = 1.0 + 2.0 * spec.margin
-    origin = np.array([0.5 - side / 2, spec.center_y - side / 2] * 2)
-    return (HOG_BOX_IN_TEMPLATE - origin) * size / side
+from facevid.crop import CropSpec
+from facevid.face import Landmarks68
 
 
 class FaceMeter:
-    """Identity embeddings and 68 landmarks of aligned crops (the face box is known)."""
+    """Identity embeddings and 68 landmarks of aligned crops (the face box is known), measured
+    as the training data's and the driver's landmarks are (facevid.face.Landmarks68)."""
 
     def __init__(self, spec: CropSpec):
-        import dlib
         import face_recognition_models as models
 
-        self.dlib = dlib
-        self.box = dlib.rectangle(*[int(round(v)) for v in crop_face_box(spec, WORK_SIZE)])
+        self.marks = Landmarks68(spec)
+        dlib = self.marks._dlib
         self.shape5 = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        self.shape68 = dlib.shape_predictor(models.pose_predictor_model_location())
         self.encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
 
-    def _work(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
-        import cv2
-
-        scale = WORK_SIZE / crop.shape[0]
-        if crop.shape[0] != WORK_SIZE:
-            crop = cv2.resize(crop, (WORK_SIZE, WORK_SIZE), interpolation=cv2.INTER_CUBIC)
-        return np.ascontiguousarray(crop), scale
-
     def embedding(self, crop: np.ndarray) -> np.ndarray:
-        image, _ = self._work(crop)
-        shape = self.shape5(image, self.box)
+        image = self.marks.measure_size(crop)
+        shape = self.shape5(image, self.marks.box)
         return np.array(self.encoder.compute_face_descriptor(image, shape))
 
     def landmarks(self, crop: np.ndarray) -> np.ndarray:
         """(68, 2) in the crop's own pixels."""
-        image, scale = self._work(crop)
-        shape = self.shape68(image, self.box)
-        return np.array([(p.x, p.y) for p in shape.parts()], float) / scale
+        return self.marks.on_crop(crop)
 
 
 def iod(landmarks: np.ndarray) -> float:

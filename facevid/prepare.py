@@ -7,6 +7,12 @@ Layout of a cache folder:
     clips/NAME.npz           per kept frame: frame index, time, 5 landmarks and (optional)
                              68 landmarks, both in crop pixels; the frame→crop transforms
 
+Version 2 measures the 68 landmarks on the aligned crop (facevid.face.Landmarks68), as
+`transfer` measures the driver's; version 1 measured them on the frame, on a box fitted to
+each frame's 5 landmarks. `facevid prepare` on a version-1 cache re-measures them on the
+stored crops (a few ms a frame) before it adds anything; synthetic caches hold exact
+landmarks and are read whatever their version.
+
 Every clip is written atomically and the manifest after every clip, so an interrupted
 run resumes where it stopped; unreadable or faceless files are skipped with a warning.
 """
@@ -27,7 +33,8 @@ import numpy as np
 from facevid.crop import CropSpec, cut_crop, transform_points
 from facevid.errors import ConfigError, FacevidError, InputError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+OLD_VERSIONS = (1,)   # prepare upgrades these
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -79,7 +86,9 @@ def _atomic_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def load_manifest(cache: Path) -> dict:
+def load_manifest(cache: Path, *, upgradable: bool = False) -> dict:
+    """The cache's manifest ({} if there is none); one of an older version only if `upgradable`
+    (or synthetic, whose exact landmarks never change)."""
     path = cache / "manifest.json"
     if not path.exists():
         return {}
@@ -87,9 +96,41 @@ def load_manifest(cache: Path) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(f"{path} is not a facevid cache manifest ({error})") from error
-    if manifest.get("format") != "facevid-cache" or manifest.get("version") != CACHE_VERSION:
+    if manifest.get("format") != "facevid-cache":
+        raise InputError(f"{path} is not a facevid cache manifest")
+    version = manifest.get("version")
+    if version in OLD_VERSIONS and (upgradable or manifest.get("crop", {}).get("synthetic")):
+        return manifest
+    if version in OLD_VERSIONS:
+        raise InputError(f"{cache} is a version-{version} cache: run `facevid prepare VIDEOS -o {cache}` "
+                         f"again to bring it to version {CACHE_VERSION} (it re-measures the landmarks)")
+    if version != CACHE_VERSION:
         raise InputError(f"{path} is not a facevid cache of version {CACHE_VERSION}")
     return manifest
+
+
+def upgrade_cache(cache: Path, manifest: dict, *, progress: bool = True) -> None:
+    """Version 1 → 2: every real clip's 68 landmarks re-measured on its stored crops, clip by
+    clip (atomically; an interrupted upgrade starts again), then the manifest's version."""
+    from facevid.face import Landmarks68
+    from facevid.progress import progress_bar
+
+    crop = manifest["crop"]
+    if not crop.get("synthetic"):
+        marks = Landmarks68(CropSpec(size=crop["size"], margin=crop["margin"], center_y=crop["center_y"]))
+        with progress_bar("re-measure landmarks", len(manifest["clips"]), enabled=progress) as advance:
+            for entry in manifest["clips"]:
+                stem = cache / "clips" / entry["name"]
+                arrays = dict(np.load(stem.with_suffix(".npz")))
+                if "landmarks68" in arrays:
+                    frames = np.load(stem.with_suffix(".npy"), mmap_mode="r")
+                    arrays["landmarks68"] = np.stack([marks.on_crop(np.asarray(f)) for f in frames]).astype(np.float32)
+                    tmp = stem.with_name(f".{stem.name}.npz.tmp.npz")
+                    np.savez(tmp, **arrays)
+                    os.replace(tmp, stem.with_suffix(".npz"))
+                advance(1)
+    manifest["version"] = CACHE_VERSION
+    _atomic_json(cache / "manifest.json", manifest)
 
 
 def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68=None) -> dict:
@@ -148,15 +189,17 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
     if not videos.is_dir():
         raise InputError(f"{videos} is not a folder of videos")
     spec = CropSpec(size=size, margin=margin)
-    manifest = load_manifest(cache) or {"format": "facevid-cache", "version": CACHE_VERSION,
+    manifest = load_manifest(cache, upgradable=True) or {"format": "facevid-cache", "version": CACHE_VERSION,
                                          "crop": asdict(spec), "clips": [], "skipped": []}
     if manifest["crop"] != asdict(spec):
         raise ConfigError(f"{cache} holds crops made with {manifest['crop']}; use the same --size/--margin or a new cache")
+    if manifest["version"] != CACHE_VERSION:
+        upgrade_cache(cache, manifest, progress=progress)
     identity = read_labels(Path(labels) if labels else None)
     (cache / "clips").mkdir(parents=True, exist_ok=True)
     done = {c["source"] for c in manifest["clips"]} | {s["source"] for s in manifest["skipped"]}
     backend = make_backend(aligner)
-    predictor68 = Landmarks68() if landmarks68 else None
+    predictor68 = Landmarks68(spec) if landmarks68 else None
     summary = PrepareSummary(cache=str(cache))
     files = find_media(videos, images)
     warn = warn or (lambda msg: print(f"facevid: warning: {msg}", file=sys.stderr))

@@ -152,7 +152,7 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
     cfg = model.cfg
     spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
     backend = make_backend(aligner)
-    marks68 = Landmarks68() if motion == "landmarks" else None
+    marks68 = Landmarks68(spec) if motion == "landmarks" else None
     first_image, first_face = _reference(source, FaceTracker(backend, spec))
     backgrounds = _source_frames(source, FaceTracker(backend, spec))
     source_crop = cut_crop(first_image, first_face.transform, cfg.out_size)

@@ -6,9 +6,13 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
+from facevid.crop import CropSpec
 from facevid.data import load_cache
-from facevid.prepare import load_manifest
+from facevid.errors import InputError
+from facevid.face import Landmarks68
+from facevid.prepare import CACHE_VERSION, load_manifest
 
 from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
 
@@ -65,3 +69,32 @@ def test_prepare_errors(capsys, tmp_path, moving_clip):
     assert "--size" in err
     code, _, err = run_cli(capsys, "prepare", videos, "-o", tmp_path / "c2", "--labels", tmp_path / "none.csv", "-q")
     assert_one_line_error(code, err)
+
+
+def test_version_1_cache_is_upgraded_by_prepare(capsys, tmp_path, moving_clip):
+    videos = _folder(tmp_path, moving_clip)
+    cache = tmp_path / "cache"
+    assert run_cli(capsys, "prepare", videos, "-o", cache, "--size", 64, "-q")[0] == 0
+    clip = load_manifest(cache)["clips"][0]
+    npz = cache / "clips" / f"{clip['name']}.npz"
+    measured = np.load(npz)["landmarks68"]
+    # the 68 landmarks are those of the crop (cut at the measuring size; here the stored 64-px
+    # crop scaled up is measured again), not the frame's
+    marks = Landmarks68(CropSpec(size=64))
+    on_crops = np.stack([marks.on_crop(c) for c in np.load(cache / "clips" / f"{clip['name']}.npy")])
+    assert np.abs(on_crops - measured).mean() < 1.0
+    # an old cache: landmarks measured otherwise, version 1
+    arrays = dict(np.load(npz))
+    arrays["landmarks68"] = measured + 2.0
+    np.savez(npz, **arrays)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["version"] = 1
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="facevid prepare"):
+        load_cache(cache)
+    code, _, err = run_cli(capsys, "train", cache, "-o", tmp_path / "run", "--preset", "tiny", "-q")
+    assert_one_line_error(code, err)
+    assert run_cli(capsys, "prepare", videos, "-o", cache, "--size", 64, "-q")[0] == 0
+    assert load_manifest(cache)["version"] == CACHE_VERSION
+    np.testing.assert_allclose(np.load(npz)["landmarks68"], on_crops, atol=1e-4)
+    assert len(load_cache(cache)) == 2

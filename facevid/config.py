@@ -154,6 +154,8 @@ class TrainConfig:
                                        # disagree, and at 1.0 the flow U-Net bent the warp towards dlib's
     teacher_forcing: float = 0.5    # share of clips whose warp uses the true target landmarks
     sigma_max_share: float = 0.2    # share of denoiser training frames at the sampler's σ_max (the 1-step mean)
+    mouth_weight: float = 1.0       # the diffusion loss's weight on the pixels of the mouth (its landmarks' box,
+                                    # padded), where warping cannot show what opening the mouth reveals
     max_steps: int = 1_000_000
     max_minutes: float = 0.0        # 0: no time limit
     checkpoint_minutes: float = 5.0

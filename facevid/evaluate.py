@@ -80,12 +80,31 @@ class Scores:
         if fake is not None:
             row.setdefault("akd", []).append(akd(real, fake))
 
+    def add_mouth(self, name: str, real: np.ndarray, fake: np.ndarray, mouth: np.ndarray) -> None:
+        """PSNR of the box around the real frame's mouth landmarks (20, 2), padded."""
+        pad = real.shape[0] / 40
+        x0, y0 = np.floor(mouth.min(0) - pad).astype(int).clip(0)
+        x1, y1 = np.ceil(mouth.max(0) + pad).astype(int) + 1
+        box = (slice(y0, y1), slice(x0, x1))
+        self.values.setdefault(name, {}).setdefault("mouth_psnr", []).append(psnr(real[box], fake[box]))
+
     def table(self) -> dict:
         table = {name: {k: float(np.mean(v)) for k, v in metrics.items()} for name, metrics in self.values.items()}
         for row in table.values():   # None: no frame where both the real frame and the output show a face
             row.setdefault("akd", None)
             row.setdefault("no_face", None)
+            row.setdefault("mouth_psnr", None)   # None: no frame opens the mouth
         return table
+
+
+MOUTH_OPENS = 0.08   # a frame "opens the mouth" when its inner lips part this much more than frame 0's (/ IOD)
+
+
+def mouth_opening(marks: np.ndarray) -> float:
+    """The gap between the inner lips of 68 landmarks (68, 2), / inter-ocular distance."""
+    from facevid.identity import iod
+
+    return float(np.linalg.norm(marks[[61, 62, 63]] - marks[[67, 66, 65]], axis=-1).mean() / iod(marks))
 
 
 def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: int = 16, steps: int | None = None,
@@ -157,18 +176,24 @@ RECONSTRUCTION = "reconstruction (encode→decode)"
 SHEET_COLUMNS = ["source", "driver (real)", "model", "encode-decode", "1 step", "warp only", "landmark warp"]
 
 
-def _score_clip(scores: Scores, meter: LandmarkMeter, real: np.ndarray, methods: dict) -> int:
-    """Scores of frames 1.. of every method against the real frames; returns how many real
-    frames had no face (AKD skips those frames)."""
-    real_no_face = 0
+def _score_clip(scores: Scores, meter: LandmarkMeter, real: np.ndarray, marks: np.ndarray, methods: dict
+                ) -> tuple[int, int]:
+    """Scores of frames 1.. of every method against the real frames (`marks`: their 68
+    landmarks); returns how many real frames had no face (AKD skips those frames) and how many
+    open the mouth (scored on its own: what warping the reference cannot show)."""
+    real_no_face = mouth_frames = 0
     for t in range(1, len(real)):
         real_marks = meter(real[t])
         real_no_face += real_marks is None
+        opens = mouth_opening(marks[t]) - mouth_opening(marks[0]) >= MOUTH_OPENS
+        mouth_frames += opens
         for name, frames in methods.items():
             scores.add(name, real[t], frames[t])
             if real_marks is not None:
                 scores.add_landmarks(name, real_marks, meter(frames[t]))
-    return real_no_face
+            if opens:
+                scores.add_mouth(name, real[t], frames[t], marks[t][48:68])
+    return real_no_face, mouth_frames
 
 
 def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100, steps: int | None = None,
@@ -180,7 +205,7 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
     meter = LandmarkMeter(model.cfg)
     scores = Scores()
     seconds = {"model": 0.0, RECONSTRUCTION: 0.0}
-    codes, frames_done, real_no_face = [], 0, 0
+    codes, frames_done, real_no_face, mouth_frames = [], 0, 0, 0
     for clip in clips:
         real, marks = clip_at(clip, size, max_frames)
         started = time.perf_counter()
@@ -199,7 +224,9 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
                    "model, warp only, motion from the codes": reenact(model, real[0], real, steps=0, motion="codes"),
                    "copy source": np.repeat(real[:1], len(real), 0),
                    "landmark warp": np.stack([landmark_warp(real[0], marks[0], m, marks[0]) for m in marks])}
-        real_no_face += _score_clip(scores, meter, real, methods)
+        no_face, opens = _score_clip(scores, meter, real, marks, methods)
+        real_no_face += no_face
+        mouth_frames += opens
         if sheet_rows is not None:
             for t in sorted({len(real) // 2, len(real) - 1} - {0}):
                 sheet_rows.append([real[0], real[t]] + [methods[name][t] for name in (
@@ -208,6 +235,7 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
     table = scores.table()
     table["_frames"] = frames_done
     table["_real_no_face"] = real_no_face / max(frames_done - len(clips), 1)
+    table["_mouth_frames"] = mouth_frames
     table["_model_fps"] = frames_done / max(seconds["model"], 1e-9)
     table["_reconstruction_fps"] = frames_done / max(seconds[RECONSTRUCTION], 1e-9)
     table["_bits_per_frame"] = bits_per_frame(model.cfg, np.concatenate(codes)) if codes else None

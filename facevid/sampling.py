@@ -110,8 +110,10 @@ class Denoiser(torch.nn.Module):
         c_skip, c_out, c_in, c_noise = self._scalings(x, sigma)
         return c_skip * x + c_out * self.network(c_in * x, c_noise, **cond)
 
-    def loss(self, x0: torch.Tensor, noise: torch.Tensor, sigma, **cond) -> torch.Tensor:
-        """Per-sample λ(σ)·mean‖D(x0 + σn; σ) − x0‖², shape ``(B,)`` (EDM Eq. 8).
+    def loss(self, x0: torch.Tensor, noise: torch.Tensor, sigma, *, weight: torch.Tensor | None = None,
+             **cond) -> torch.Tensor:
+        """Per-sample λ(σ)·mean‖D(x0 + σn; σ) − x0‖², shape ``(B,)`` (EDM Eq. 8); `weight`
+        (broadcast to x0) weighs each pixel's squared error in the mean.
 
         Computed in F's space, ‖F − (x0 − c_skip x)/c_out‖², which is the same value because
         λ c_out² = 1, but avoids dividing by a small σ².
@@ -120,6 +122,8 @@ class Denoiser(torch.nn.Module):
         c_skip, c_out, c_in, c_noise = self._scalings(x, sigma)
         target = (x0 - c_skip * x) / c_out
         error = (self.network(c_in * x, c_noise, **cond) - target) ** 2
+        if weight is not None:
+            error = error * weight
         return error.flatten(1).mean(dim=1)
 
 

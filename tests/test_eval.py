@@ -11,7 +11,7 @@ import pytest
 from facevid import demo, synthetic
 from facevid.config import PRESETS
 from facevid.crop import CropSpec, align_transform, cut_crop
-from facevid.evaluate import RECONSTRUCTION, akd, bits_per_frame
+from facevid.evaluate import RECONSTRUCTION, Scores, akd, bits_per_frame, mouth_opening
 from facevid.factors import fit_estimator, synthetic_benchmark
 from facevid.identity import FaceMeter, jitter, motion_error, temporal_identity
 from facevid.prepare import write_synthetic_cache
@@ -42,6 +42,25 @@ def test_motion_and_temporal_measures():
     e = np.random.default_rng(0).normal(size=(4, 128))
     assert np.allclose(temporal_identity(np.repeat(e[:1], 4, 0)), 1.0)
     assert temporal_identity(e)[1] < 0.5
+
+
+def test_mouth_opening_and_mouth_psnr():
+    marks = np.zeros((68, 2))
+    marks[36:42], marks[42:48] = [0, 0], [20, 0]                      # IOD 20
+    assert mouth_opening(marks) == 0
+    marks[[61, 62, 63], 1] = 40
+    marks[[67, 66, 65], 1] = 44
+    assert mouth_opening(marks) == pytest.approx(0.2)
+    real = np.zeros((40, 40, 3), np.uint8)
+    fake = real.copy()
+    fake[:5] = 255                                                   # wrong far from the mouth only
+    scores = Scores()
+    mouth = np.array([[15.0, 20.0], [25.0, 26.0]])
+    scores.add_mouth("far", real, fake, mouth)
+    fake[22, 20] = 255                                               # ... and now inside it
+    scores.add_mouth("inside", real, fake, mouth)
+    table = scores.table()
+    assert table["far"]["mouth_psnr"] > 90 and table["inside"]["mouth_psnr"] < 30
 
 
 def test_akd_and_bits_per_frame():
@@ -94,8 +113,8 @@ def test_eval_cli(capsys, tmp_path, tiny_weights, estimator):
     result = json.loads(out)
     table = result["self_reenactment"]
     assert {"model", RECONSTRUCTION, "model, warp only", "copy source", "landmark warp"} <= set(table)
-    assert {"psnr", "ssim", "l1", "akd", "no_face"} <= set(table["model"])
-    assert table["_frames"] == 12 and (tmp_path / "sheet.png").is_file()
+    assert {"psnr", "ssim", "l1", "akd", "no_face", "mouth_psnr"} <= set(table["model"])
+    assert table["_frames"] == 12 and 0 <= table["_mouth_frames"] <= 10 and (tmp_path / "sheet.png").is_file()
     assert table["_bits_per_frame"]["nominal"] == 76 and table["_reconstruction_fps"] > 0
     synthetic_table = result["synthetic"]
     assert {"identity", "motion", "psnr", *synthetic.MOTION_FACTORS} <= set(synthetic_table["methods"]["model"])

@@ -11,7 +11,7 @@ import torch
 
 from facevid.config import PRESETS, TrainConfig
 from facevid.data import BatchSampler, load_cache
-from facevid.model.facevid import FaceVid
+from facevid.model.facevid import FaceVid, region_mask
 from facevid.prepare import write_synthetic_cache
 from facevid.train import fit_flow_code, make_optimizer, train_step
 
@@ -287,3 +287,20 @@ def test_correspondence_loss_is_zero_for_a_warp_that_carries_the_landmarks(synth
     assert metrics["landmarks_still"] > 0.5
     assert still["correspondence"].item() == pytest.approx(metrics["landmarks_still"], rel=0.05)
     assert forced["correspondence"].item() < 0.1 * metrics["landmarks_still"]
+
+
+def test_mouth_weight_weighs_the_diffusion_loss_inside_the_mouth_box(synthetic_cache):
+    points = torch.tensor([[[-0.5, 0.0], [0.0, 0.5]]])                     # a box over x -0.5..0, y 0..0.5
+    mask = region_mask(points, 8)[0]
+    # pixel centres at net_size 8: -0.875, -0.625, ..., 0.875 → columns 2-3, rows 4-5 inside
+    assert mask.sum() == 4 and mask[4:6, 2:4].all()
+    assert region_mask(points, 8, pad=0.25)[0].sum() == 16
+    torch.manual_seed(0)
+    model = FaceVid(TINY)
+    batch = _sampler(synthetic_cache).sample()
+    plain, _ = model.training_losses(batch, torch.Generator().manual_seed(0))
+    same, _ = model.training_losses(batch, torch.Generator().manual_seed(0), mouth_weight=1.0)
+    heavy, _ = model.training_losses(batch, torch.Generator().manual_seed(0), mouth_weight=5.0)
+    assert same["diffusion"].item() == plain["diffusion"].item()
+    assert heavy["diffusion"].item() > 1.05 * plain["diffusion"].item()
+    assert heavy["warp"].item() == plain["warp"].item()

@@ -57,6 +57,19 @@ class Warped:
     start: torch.Tensor          # (N, f, f, 2) ... TPS on the keypoints, or the flow code's flow
 
 
+MOUTH = slice(48, 68)   # the iBUG 68 mouth landmarks
+
+
+def region_mask(points: torch.Tensor, size: int, pad: float = 0.0) -> torch.Tensor:
+    """(N, size, size) 1 inside the box of each set of points (N, K, 2) in [-1, 1] coordinates,
+    padded by `pad` on each side, 0 outside."""
+    centres = (torch.arange(size, device=points.device, dtype=points.dtype) * 2 + 1) / size - 1
+    low, high = points.amin(1) - pad, points.amax(1) + pad                     # (N, 2)
+    inside_x = (centres[None] >= low[:, :1]) & (centres[None] <= high[:, :1])    # (N, size)
+    inside_y = (centres[None] >= low[:, 1:]) & (centres[None] <= high[:, 1:])
+    return (inside_y[:, :, None] & inside_x[:, None, :]).to(points.dtype)
+
+
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """Area-average down (or bilinear up) a (N, C, H, W) batch to size x size."""
     if x.shape[-1] == size:
@@ -361,14 +374,16 @@ class FaceVid(nn.Module):
     # ------------------------------------------------------------------ training
 
     def training_losses(self, batch: dict, generator: torch.Generator | None = None, *,
-                        teacher_forcing: float = 0.0, sigma_max_share: float = 0.0) -> tuple[dict, dict]:
+                        teacher_forcing: float = 0.0, sigma_max_share: float = 0.0,
+                        mouth_weight: float = 1.0) -> tuple[dict, dict]:
         """Cross-driven losses (content from half A, motion from half B, reconstruct B).
 
         With probability `teacher_forcing` per clip the warp is driven by the true target
         landmarks instead of the codes' prediction, so the flow net and denoiser learn from
         correct motion while the landmark head is still poor (measured: a flow net trained
         only on predicted motion made the warp with true landmarks 0.6 dB worse than TPS).
-        `sigma_max_share` of the noise levels are the sampler's σ_max."""
+        `sigma_max_share` of the noise levels are the sampler's σ_max; the diffusion loss weighs
+        the pixels of each target's mouth `mouth_weight` times."""
         cfg = self.cfg
         content_frames, target = batch["content"], batch["target"]              # (B,Ta,3,S,S), (B,Tb,3,S,S)
         b, tb = target.shape[:2]
@@ -436,7 +451,11 @@ class FaceVid(nn.Module):
         sigma = torch.where(at_max, torch.full_like(sigma, cfg.sample_sigma_max), sigma)
         noise = torch.randn(target_net.shape, generator=generator, device=target.device)
         residual = target_net - warped.net.detach()
-        loss_diffusion = self.denoiser.loss(residual, noise, sigma, **shared, **cond).mean()
+        weight = None
+        if mouth_weight != 1.0:
+            mouth = region_mask(batch["target_landmarks"].flatten(0, 1)[:, MOUTH], cfg.net_size, pad=0.04)
+            weight = 1.0 + (mouth_weight - 1.0) * mouth[:, None]
+        loss_diffusion = self.denoiser.loss(residual, noise, sigma, weight=weight, **shared, **cond).mean()
         rate = enc_a.quant.rate_loss   # shared by both halves (quantized together)
         losses = {"warp": loss_warp, "flow": loss_flow, "correspondence": loss_correspondence,
                   "diffusion": loss_diffusion, "landmarks": loss_landmarks, "keypoints": loss_keypoints, "rate": rate}

@@ -154,6 +154,8 @@ class TrainConfig:
                                        # disagree, and at 1.0 the flow U-Net bent the warp towards dlib's
     teacher_forcing: float = 0.5    # share of clips whose warp uses the true target landmarks
     sigma_max_share: float = 0.2    # share of denoiser training frames at the sampler's σ_max (the 1-step mean)
+    pin_share: float = 0.0          # share of the teacher-forced clips whose flow is pinned to their landmarks
+                                    # (the warps transfer between people makes: mouths opened by stretching)
     mouth_weight: float = 1.0       # the diffusion loss's weight on the pixels of the mouth (its landmarks' box,
                                     # padded), where warping cannot show what opening the mouth reveals
     max_steps: int = 1_000_000

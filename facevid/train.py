@@ -282,7 +282,8 @@ def train_step(model, optimizer, batch, generator, cfg: TrainConfig, world: int)
                "diffusion": cfg.loss_diffusion, "landmarks": cfg.loss_landmarks, "keypoints": cfg.loss_keypoints,
                "rate": 1.0}
     losses, metrics = model.training_losses(batch, generator, teacher_forcing=cfg.teacher_forcing,
-                                            sigma_max_share=cfg.sigma_max_share, mouth_weight=cfg.mouth_weight)
+                                            sigma_max_share=cfg.sigma_max_share, mouth_weight=cfg.mouth_weight,
+                                            pin_share=cfg.pin_share)
     total = sum(weights[k] * v for k, v in losses.items())
     if not torch.isfinite(total):
         raise FloatingPointError(f"training loss is not finite ({ {k: v.item() for k, v in losses.items()} })")

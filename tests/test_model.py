@@ -304,3 +304,27 @@ def test_mouth_weight_weighs_the_diffusion_loss_inside_the_mouth_box(synthetic_c
     assert same["diffusion"].item() == plain["diffusion"].item()
     assert heavy["diffusion"].item() > 1.05 * plain["diffusion"].item()
     assert heavy["warp"].item() == plain["warp"].item()
+
+
+def test_pin_makes_the_warp_carry_the_target_landmarks_on_the_same_face(synthetic_cache):
+    """`pin` retargets a clip's flow code onto its own target keypoints; unpinned clips (and
+    the same face without `pin`) keep the flow code's flow."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = FaceVid(TINY)
+    batch = _sampler(synthetic_cache, clips_per_batch=2).sample()
+    ref_points, target = batch["ref_landmarks"], batch["target_landmarks"] + 0.05   # the flow disagrees
+    encoded = model.encode(batch["target"], batch["reference"])
+    ref_motion = encoded.motion[:, 0]
+    args = (batch["reference"], ref_points, target, ref_motion, encoded.motion)
+    plain = model.warp(*args)
+    pinned = model.warp(*args, pin=torch.tensor([True, False]))
+    t = target.shape[1]
+    assert torch.equal(pinned.start[t:], plain.start[t:]) and not torch.equal(pinned.start[:t], plain.start[:t])
+    at = F.grid_sample(pinned.start[:t].permute(0, 3, 1, 2), target[0][:, :, None], align_corners=False)
+    miss = (at[..., 0].transpose(1, 2) - ref_points[:1]).abs().mean()
+    at = F.grid_sample(plain.start[:t].permute(0, 3, 1, 2), target[0][:, :, None], align_corners=False)
+    assert miss < 0.25 * (at[..., 0].transpose(1, 2) - ref_points[:1]).abs().mean()
+    losses, _ = model.training_losses(batch, torch.Generator().manual_seed(0), teacher_forcing=1.0, pin_share=1.0)
+    assert all(torch.isfinite(v) for v in losses.values())

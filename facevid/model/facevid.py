@@ -278,13 +278,16 @@ class FaceVid(nn.Module):
     # ------------------------------------------------------------------ decoding
 
     def warp(self, reference: torch.Tensor, ref_points: torch.Tensor, target_points: torch.Tensor,
-             ref_motion: torch.Tensor, motion: torch.Tensor, driver_ref_points: torch.Tensor | None = None) -> Warped:
+             ref_motion: torch.Tensor, motion: torch.Tensor, driver_ref_points: torch.Tensor | None = None,
+             pin: torch.Tensor | None = None) -> Warped:
         """Warp each clip's reference (B, 3, S, S) to every target frame's keypoints (B, T, K, 2).
 
         With a flow code the warp starts from the flow the motion carries, which is the
         driver's; given the driver's reference keypoints `driver_ref_points` (B, K, 2) and they
         are not the reference's own (another face, or another frame), the flow is retargeted to
-        the reference's geometry (`_retarget`). Without a flow code it starts from the TPS."""
+        the reference's geometry (`_retarget`); `pin` (B,) bool pins the flow of those clips to
+        the target keypoints even on their own face (training: the warps retargeting makes).
+        Without a flow code it starts from the TPS."""
         b, t = target_points.shape[:2]
         cfg = self.cfg
         ref_out = reference.repeat_interleave(t, 0)                              # (N, 3, S, S)
@@ -295,9 +298,11 @@ class FaceVid(nn.Module):
             start = tps_grid(src, dst, cfg.flow_size, cfg.flow_size, anchors=self.anchors)
         else:
             start = flow_to_grid(resize(self.code_flow(motion).flatten(0, 1), cfg.flow_size))
-            if driver_ref_points is not None:   # another face: retarget the driver's flow to this one
-                drv = driver_ref_points.repeat_interleave(t, 0)
+            if driver_ref_points is not None or pin is not None:   # another face: retarget the driver's flow
+                drv = src if driver_ref_points is None else driver_ref_points.repeat_interleave(t, 0)
                 other = (drv - src).abs().amax((1, 2)) > 1e-6
+                if pin is not None:
+                    other = other | pin.repeat_interleave(t)
                 if other.any():
                     tps = tps_grid(src, dst, cfg.flow_size, cfg.flow_size, anchors=self.anchors)
                     start = torch.where(other[:, None, None, None],
@@ -375,13 +380,16 @@ class FaceVid(nn.Module):
 
     def training_losses(self, batch: dict, generator: torch.Generator | None = None, *,
                         teacher_forcing: float = 0.0, sigma_max_share: float = 0.0,
-                        mouth_weight: float = 1.0) -> tuple[dict, dict]:
+                        mouth_weight: float = 1.0, pin_share: float = 0.0) -> tuple[dict, dict]:
         """Cross-driven losses (content from half A, motion from half B, reconstruct B).
 
         With probability `teacher_forcing` per clip the warp is driven by the true target
         landmarks instead of the codes' prediction, so the flow net and denoiser learn from
         correct motion while the landmark head is still poor (measured: a flow net trained
         only on predicted motion made the warp with true landmarks 0.6 dB worse than TPS).
+        `pin_share` of the teacher-forced clips have their flow code's flow pinned to the true
+        landmarks (`warp`'s pin: the warp retargeting makes between people, whose mouth opens
+        by stretching the lips), so the flow net and denoiser learn to finish such warps.
         `sigma_max_share` of the noise levels are the sampler's σ_max; the diffusion loss weighs
         the pixels of each target's mouth `mouth_weight` times."""
         cfg = self.cfg
@@ -411,10 +419,13 @@ class FaceVid(nn.Module):
         loss_keypoints = pixels * (kp_pred - kp_true).abs().mean()
 
         target_points = ref_points[:, None] + disp_b
+        pin = None
         if teacher_forcing > 0:
             forced = torch.rand(b, generator=generator, device=target.device) < teacher_forcing
             target_points = torch.where(forced[:, None, None, None], batch["target_landmarks"], target_points)
-        warped = self.warp(batch["reference"], ref_points, target_points, ref_motion, enc_b.motion)
+            if pin_share > 0 and cfg.flow_code:
+                pin = forced & (torch.rand(b, generator=generator, device=target.device) < pin_share)
+        warped = self.warp(batch["reference"], ref_points, target_points, ref_motion, enc_b.motion, pin=pin)
         target_flat = target.flatten(0, 1)
         loss_warp = (warped.out - target_flat).abs().mean()
         # the final warp must carry each true target landmark back to the reference's (dlib's

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from facevid import synthetic
 from facevid.config import PRESETS, TrainConfig
+from facevid.crop import points_to_unit
 from facevid.data import BatchSampler, load_cache
 from facevid.model.facevid import FaceVid, region_mask
 from facevid.prepare import write_synthetic_cache
@@ -54,6 +56,8 @@ def test_shapes_for_any_frame_count(frames):
 
 
 def test_flow_code_fits_quantizes_and_drives_the_warp():
+    import torch.nn.functional as F
+
     torch.manual_seed(0)
     model = FaceVid(TINY).eval()
     f, c = TINY.flow_input, TINY.flow_code
@@ -68,10 +72,12 @@ def test_flow_code_fits_quantizes_and_drives_the_warp():
     error = (model.code_flow(motion) - flows).pow(2).mean().sqrt() / (flows - flows.mean(0)).pow(2).mean().sqrt()
     assert error < 0.2   # 4-bit levels over ±3 standard deviations
     # the warp starts from the code's flow (here an unfitted code: cosine patterns, the first a
-    # uniform x shift); the driver's own keypoints (the same as the reference's) change nothing
+    # uniform x shift); the driver's own keypoints (the same as the reference's, unmoved) pin
+    # the eyes and mouth to them and leave the flow at the other keypoints
     model = FaceVid(TINY).eval()
     reference = torch.rand(1, 3, TINY.out_size, TINY.out_size) * 2 - 1
-    points = model.keypoints(reference)
+    face = synthetic.landmarks(synthetic.random_identity(np.random.default_rng(0)), synthetic.Motion(), size=64)
+    points = torch.from_numpy(points_to_unit(face, 64)).float()[None]                  # a face's 68 landmarks
     shift = torch.zeros(1, 2, f, f)
     shift[:, 0] = 0.1   # every pixel shows what the reference shows 5% of the crop further right
     shifted = model.dequantize_flow(model.quantize_flow(shift))
@@ -79,7 +85,16 @@ def test_flow_code_fits_quantizes_and_drives_the_warp():
     still = torch.cat([torch.zeros(1, 1, TINY.motion_dim), model.dequantize_flow(model.quantize_flow(0 * shift))[:, None]], -1)
     warped = model.warp(reference, points, points[:, None], still[:, 0], move)
     same = model.warp(reference, points, points[:, None], still[:, 0], move, driver_ref_points=points)
-    assert torch.allclose(warped.base, same.base, atol=1e-5)
+
+    def sent(grid, where):   # where a backward grid takes the points from
+        return F.grid_sample(grid.permute(0, 3, 1, 2), where[:, :, None], align_corners=False)[..., 0].transpose(1, 2)
+
+    eyes_mouth, others = slice(36, 68), slice(0, 36)
+    unpinned = (sent(warped.start, points)[:, eyes_mouth] - points[:, eyes_mouth]).norm(dim=-1).mean()
+    pinned = (sent(same.start, points)[:, eyes_mouth] - points[:, eyes_mouth]).norm(dim=-1).mean()
+    assert unpinned > 0.04 and pinned < 0.2 * unpinned   # (up to the 16² grid's interpolation)
+    kept = (sent(same.start, points)[:, others] - sent(warped.start, points)[:, others]).norm(dim=-1).mean()
+    assert kept < 0.2 * unpinned
     base_flow = warped.base - model.warp(reference, points, points[:, None], still[:, 0], still).base
     expected = (model.code_flow(move) - model.code_flow(still))[..., 0, :, :].mean().item()
     assert base_flow[..., 0].mean().item() == pytest.approx(expected, abs=1e-4)

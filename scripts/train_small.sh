@@ -3,7 +3,7 @@
 # ../shared/data/faces minus the held-out identities in splits/faces_eval.txt, plus 120
 # synthetic talking heads. Resumable: run it again to continue from the last checkpoint.
 #   scripts/train_small.sh [RUN_DIR]        (default ~/.cache/facevid-train/run14)
-# The bundled file is run12: run_box (the model of the time, 60 minutes from scratch), run10
+# The bundled file is run14 (step 4,619), grown from: run_box (the model of the time, 60 minutes from scratch), run10
 # (+ the correspondence loss, 2,820 steps), run11 (296 steps: the flow code added with
 # `--init`, fitted on the data as training began), then run12 (`--init` from run11 with the
 # flow U-Net's output layer zeroed, correspondence weight 0.3, now the default). `--init`

@@ -3,7 +3,7 @@
 # ../shared/data/faces minus the held-out identities in splits/faces_eval.txt, plus 120
 # synthetic talking heads. Resumable: run it again to continue from the last checkpoint.
 #   scripts/train_small.sh [RUN_DIR]        (default ~/.cache/facevid-train/run14)
-# The bundled file is run14 (step 4,619), grown from: run_box (the model of the time, 60 minutes from scratch), run10
+# The bundled file is run14 (step 4,060), grown from: run_box (the model of the time, 60 minutes from scratch), run10
 # (+ the correspondence loss, 2,820 steps), run11 (296 steps: the flow code added with
 # `--init`, fitted on the data as training began), then run12 (`--init` from run11 with the
 # flow U-Net's output layer zeroed, correspondence weight 0.3, now the default). `--init`
@@ -12,6 +12,8 @@
 # 248 steps on cache version 2's crop-measured landmarks, then 400 with the mouth weight
 # (run13); run14 resumed that at step 2,248 with all of scripts/train_small.toml
 # (mouth-weighted diffusion loss, half the teacher-forced clips pinned to their landmarks).
+# Near step 4,610 run14's landmark loss jumped (0.85 -> 2.5) and stayed: resume from a
+# checkpoint before it (~/.cache/facevid-train/run13 at step 2,248 is one) or --init from the bundled file.
 # A fresh RUN_DIR trains the current model from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -58,7 +58,8 @@ class LandmarkMeter:
         self.detector = dlib.get_frontal_face_detector()
 
     def __call__(self, crop: np.ndarray) -> np.ndarray | None:
-        if len(self.detector(self.meter.marks.measure_size(crop), 0)) == 0:   # the shape predictor always answers; the detector can say "no face"
+        # the shape predictor always answers; the detector can say "no face"
+        if len(self.detector(self.meter.marks.measure_size(crop), 0)) == 0:
             return None
         return self.meter.landmarks(crop)
 

@@ -165,12 +165,18 @@ class Landmarks68:
         shape = self._predictor(self.measure_size(crop), self.box)
         return np.array([(p.x, p.y) for p in shape.parts()], np.float64) * crop.shape[0] / MEASURE_SIZE
 
-    def __call__(self, image: np.ndarray, face: "TrackedFace") -> np.ndarray:
+    def __call__(self, image: np.ndarray, face: "TrackedFace", crop: np.ndarray | None = None) -> np.ndarray:
         """(68, 2) crop pixels (at spec.size) of a found face, measured on its crop cut from the
-        frame at the measuring size."""
+        frame at the measuring size (`crop`: the face's crop at spec.size if already cut, used
+        as it is when that is the measuring size)."""
+        if crop is not None and self.spec.size == MEASURE_SIZE:
+            return self.on_crop(crop)
         scale = MEASURE_SIZE / self.spec.size
-        crop = cut_crop(image, face.transform * scale, MEASURE_SIZE)
-        return self.on_crop(crop) / scale
+        return self.on_crop(cut_crop(image, face.transform * scale, MEASURE_SIZE)) / scale
+
+    def shape(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """(68, 2) of the predictor run on another box (x0, y0, x1, y1) of an image."""
+        return _shape_points(self._dlib, self._predictor, image, box)
 
 
 def make_backend(aligner: str = "auto", device: str = "cpu"):

@@ -148,13 +148,14 @@ def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68
                 face = tracker.update(frame.image, frame.index, frame.time)
                 if not face.found:
                     continue
-                sink.write(cut_crop(frame.image, face.transform, spec.size).tobytes())
+                crop = cut_crop(frame.image, face.transform, spec.size)
+                sink.write(crop.tobytes())
                 kept["index"].append(frame.index)
                 kept["time"].append(frame.time)
                 kept["transform"].append(face.transform)
                 kept["landmarks5"].append(transform_points(face.transform, face.landmarks))
                 if predictor68 is not None:
-                    kept["landmarks68"].append(predictor68(frame.image, face))
+                    kept["landmarks68"].append(predictor68(frame.image, face, crop))
         if not kept["index"]:
             raise InputError(f"no face in any of the {total} frames")
         _finish_npy(raw, out_stem.with_suffix(".npy"), (len(kept["index"]), spec.size, spec.size, 3))

@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     crop = load_manifest(args.cache)["crop"]
     marks = Landmarks68(CropSpec(size=crop["size"], margin=crop["margin"], center_y=crop["center_y"]))
-    dlib, scale = marks._dlib, MEASURE_SIZE / crop["size"]
+    scale = MEASURE_SIZE / crop["size"]
     rows = []
     print("| clip | jitter, per-frame box | jitter, template box | apart (/ IOD) |\n|---|---|---|---|")
     for clip in load_cache(args.cache)[::args.every]:
@@ -39,9 +39,7 @@ def main() -> None:
         per_frame, template = [], []
         for frame, points in zip(clip.frames[:len(five)], five):
             image = marks.measure_size(np.asarray(frame))
-            box = dlib.rectangle(*[int(round(v)) for v in box_from_landmarks(points * scale)])
-            shape = marks._predictor(image, box)
-            per_frame.append(np.array([(p.x, p.y) for p in shape.parts()], float) / scale)
+            per_frame.append(marks.shape(image, box_from_landmarks(points * scale)) / scale)
             template.append(marks.on_crop(np.asarray(frame)))
         a, b = np.stack(per_frame), np.stack(template)
         rows.append((jitter(a), jitter(b), float(np.linalg.norm(a - b, axis=-1).mean() / iod(b[0]))))

@@ -14,6 +14,7 @@ from facevid.config import PRESETS, TrainConfig
 from facevid.crop import points_to_unit
 from facevid.data import BatchSampler, load_cache
 from facevid.model.facevid import FaceVid, region_mask
+from facevid.model.warp import sample_grid
 from facevid.prepare import write_synthetic_cache
 from facevid.train import fit_flow_code, make_optimizer, train_step
 
@@ -56,8 +57,6 @@ def test_shapes_for_any_frame_count(frames):
 
 
 def test_flow_code_fits_quantizes_and_drives_the_warp():
-    import torch.nn.functional as F
-
     torch.manual_seed(0)
     model = FaceVid(TINY).eval()
     f, c = TINY.flow_input, TINY.flow_code
@@ -86,9 +85,7 @@ def test_flow_code_fits_quantizes_and_drives_the_warp():
     warped = model.warp(reference, points, points[:, None], still[:, 0], move)
     same = model.warp(reference, points, points[:, None], still[:, 0], move, driver_ref_points=points)
 
-    def sent(grid, where):   # where a backward grid takes the points from
-        return F.grid_sample(grid.permute(0, 3, 1, 2), where[:, :, None], align_corners=False)[..., 0].transpose(1, 2)
-
+    sent = sample_grid   # where a backward grid takes the points from
     eyes_mouth, others = slice(36, 68), slice(0, 36)
     unpinned = (sent(warped.start, points)[:, eyes_mouth] - points[:, eyes_mouth]).norm(dim=-1).mean()
     pinned = (sent(same.start, points)[:, eyes_mouth] - points[:, eyes_mouth]).norm(dim=-1).mean()
@@ -121,8 +118,7 @@ def test_retargeting_pins_the_drivers_flow_to_its_landmarks():
     code = tps_grid(drv_ref, drv, f, f, anchors=border_anchors()) + other.permute(0, 2, 3, 1)   # landmarks + more
     same_face = tps_grid(drv_ref, drv, f, f, anchors=border_anchors())
     pinned = model._retarget(code, same_face, drv_ref, drv)
-    at = F.grid_sample(pinned.permute(0, 3, 1, 2), drv[:, :, None], align_corners=False)[..., 0].transpose(1, 2)
-    before = F.grid_sample(code.permute(0, 3, 1, 2), drv[:, :, None], align_corners=False)[..., 0].transpose(1, 2)
+    at, before = sample_grid(pinned, drv), sample_grid(code, drv)
     assert (before - drv_ref).abs().mean() > 0.02
     assert (at - drv_ref).abs().mean() < 0.1 * (before - drv_ref).abs().mean()
 
@@ -324,8 +320,6 @@ def test_mouth_weight_weighs_the_diffusion_loss_inside_the_mouth_box(synthetic_c
 def test_pin_makes_the_warp_carry_the_target_landmarks_on_the_same_face(synthetic_cache):
     """`pin` retargets a clip's flow code onto its own target keypoints; unpinned clips (and
     the same face without `pin`) keep the flow code's flow."""
-    import torch.nn.functional as F
-
     torch.manual_seed(0)
     model = FaceVid(TINY)
     batch = _sampler(synthetic_cache, clips_per_batch=2).sample()
@@ -337,9 +331,7 @@ def test_pin_makes_the_warp_carry_the_target_landmarks_on_the_same_face(syntheti
     pinned = model.warp(*args, pin=torch.tensor([True, False]))
     t = target.shape[1]
     assert torch.equal(pinned.start[t:], plain.start[t:]) and not torch.equal(pinned.start[:t], plain.start[:t])
-    at = F.grid_sample(pinned.start[:t].permute(0, 3, 1, 2), target[0][:, :, None], align_corners=False)
-    miss = (at[..., 0].transpose(1, 2) - ref_points[:1]).abs().mean()
-    at = F.grid_sample(plain.start[:t].permute(0, 3, 1, 2), target[0][:, :, None], align_corners=False)
-    assert miss < 0.25 * (at[..., 0].transpose(1, 2) - ref_points[:1]).abs().mean()
+    miss = (sample_grid(pinned.start[:t], target[0]) - ref_points[:1]).abs().mean()
+    assert miss < 0.25 * (sample_grid(plain.start[:t], target[0]) - ref_points[:1]).abs().mean()
     losses, _ = model.training_losses(batch, torch.Generator().manual_seed(0), teacher_forcing=1.0, pin_share=1.0)
     assert all(torch.isfinite(v) for v in losses.values())

@@ -31,7 +31,8 @@ from facevid.config import ModelConfig
 from facevid.model.decoder import DiT
 from facevid.model.encoder import Encoder, KeypointNet
 from facevid.model.quantize import GroupQuantizer, QuantizerOutput
-from facevid.model.warp import FlowNet, border_anchors, flow_to_grid, grid_to_flow, tps_grid, warp_image
+from facevid.model.warp import (FlowNet, border_anchors, flow_to_grid, grid_to_flow, sample_grid, tps_grid,
+                                warp_image)
 from facevid.sampling import Denoiser, guided, karras_sigmas, sample, sample_training_sigmas
 
 
@@ -340,9 +341,7 @@ class FaceVid(nn.Module):
         pinned 23.28 dB / AKD 0.032, all 68 21.81 / 0.020, brows to mouth 22.56 / 0.021, eyes
         and mouth 23.26 / 0.026, mouth 23.28 / 0.027)."""
         f = self.cfg.flow_size
-        at = F.grid_sample(code.permute(0, 3, 1, 2), drv[:, :, None], mode="bilinear", padding_mode="border",
-                           align_corners=False)[..., 0].transpose(1, 2)           # where the flow sends them
-        miss = at - drv_ref
+        miss = sample_grid(code, drv) - drv_ref   # where the flow sends them minus where they were
         if points is not None:
             keep = torch.zeros(miss.shape[1], dtype=torch.bool, device=miss.device)
             keep[points] = True
@@ -449,8 +448,7 @@ class FaceVid(nn.Module):
         loss_warp = (warped.out - target_flat).abs().mean()
         # the final warp must carry each true target landmark back to the reference's (dlib's
         # geometry, which AKD and the motion error measure): the backward grid sampled there
-        at = F.grid_sample(warped.grid.permute(0, 3, 1, 2), batch["target_landmarks"].flatten(0, 1)[:, :, None],
-                           mode="bilinear", padding_mode="border", align_corners=False)[..., 0].transpose(1, 2)
+        at = sample_grid(warped.grid, batch["target_landmarks"].flatten(0, 1))
         loss_correspondence = pixels * (at - ref_points.repeat_interleave(tb, 0)).abs().mean()
         loss_flow = target.new_zeros(())
         if "target_flow" in batch:   # optical flow target → reference, (B, Tb, 2, F, F) normalised

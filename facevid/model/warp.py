@@ -135,6 +135,13 @@ def flow_to_grid(flow: Tensor) -> Tensor:
     return identity_grid(b, h, w, device=flow.device, dtype=flow.dtype) + flow.permute(0, 2, 3, 1)
 
 
+def sample_grid(grid: Tensor, points: Tensor) -> Tensor:
+    """Where a backward grid (B, H, W, 2) takes each of the points (B, K, 2) from: (B, K, 2),
+    bilinear between grid nodes, the border's value outside."""
+    return F.grid_sample(grid.permute(0, 3, 1, 2), points[:, :, None], mode="bilinear", padding_mode="border",
+                         align_corners=False)[..., 0].transpose(1, 2)
+
+
 def warp_image(image: Tensor, grid: Tensor, *, padding_mode: str = "border") -> Tensor:
     """Sample ``image`` (B, C, H, W) at the backward ``grid`` (bilinear, align_corners=False).
 

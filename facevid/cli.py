@@ -168,6 +168,34 @@ def train(
         raise typer.Exit(130)
 
 
+@app.command(name="train-mouth", epilog="Example: facevid train-mouth ./cache --weights small -o mouth.safetensors "
+                                         "--run-dir runs/mouth --holdout splits/faces_eval.txt")
+@_friendly
+def train_mouth(
+    data: list[Path] = typer.Argument(..., help="Folders of videos and/or caches made by `facevid prepare`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Weights to write: the model with its mouth refiner."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Folder of the model's outputs and the checkpoint."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="The model: weights name or file."),
+    steps: int = typer.Option(3000, "--steps", help="Training steps (in all, counting a resumed run's)."),
+    batch: int = typer.Option(32, "--batch", help="Mouth windows per step."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (and save) after this long."),
+    holdout: Optional[Path] = typer.Option(None, "--holdout", help="File of identities never to train on."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Train the mouth refiner of a model on its own outputs (the rest of the model stays)."""
+    from facevid.data import read_identities
+    from facevid.mouth_train import MouthTrainConfig
+    from facevid.mouth_train import train_mouth as run
+
+    if steps < 1 or batch < 1:
+        _fail("--steps and --batch must be at least 1", 2)
+    summary = run(weights, data, output, run_dir=run_dir, cfg=MouthTrainConfig(steps=steps, batch=batch),
+                  holdout=read_identities(holdout) or (), max_minutes=max_minutes, force=force, progress=not quiet,
+                  log=lambda line: print(line, file=sys.stderr))
+    print(f"{summary['steps']} steps -> {summary['output']}", file=sys.stderr)
+
+
 @app.command(name="eval", epilog="Example: facevid eval runs/me/model.safetensors --data cache --holdout "
                                   "splits/faces_eval.txt --sheet eval.png --synthetic")
 @_friendly

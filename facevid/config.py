@@ -79,6 +79,9 @@ class ModelConfig:
     sample_sigma_max: float = 2.0   # the sampler starts here (the warped reference already fixes the layout)
     sample_steps: int = 6           # default sampler steps
     cond_dropout: float = 0.1       # classifier-free guidance: drop motion/content this often
+    # mouth refiner (facevid.model.mouth): trained after the rest (`facevid train-mouth`); 0: none
+    mouth_size: int = 0             # side of the mouth window it runs at (a mouth spans ~1/5 of out_size)
+    mouth_channels: tuple[int, ...] = (16, 32, 64, 128)   # its U-Net widths
 
     def __post_init__(self):
         if self.net_size % self.dit_patch or self.out_size % self.net_size:

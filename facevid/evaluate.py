@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
@@ -174,7 +175,19 @@ def clip_at(clip: Clip, size: int, max_frames: int) -> tuple[np.ndarray, np.ndar
 
 
 RECONSTRUCTION = "reconstruction (encode→decode)"
-SHEET_COLUMNS = ["source", "driver (real)", "model", "encode-decode", "1 step", "warp only", "landmark warp"]
+SHEET_COLUMNS = ["source", "driver (real)", "model", "encode-decode", "1 step", "no mouth refiner", "warp only",
+                 "landmark warp"]
+NO_REFINER = "model, without the mouth refiner"
+
+
+@contextmanager
+def without_mouth(model: FaceVid):
+    """The model with its mouth refiner (if any) switched off inside the block."""
+    mouth, model.mouth = model.mouth, None
+    try:
+        yield model
+    finally:
+        model.mouth = mouth
 
 
 def _score_clip(scores: Scores, meter: LandmarkMeter, real: np.ndarray, marks: np.ndarray, methods: dict
@@ -217,7 +230,11 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
         recon, clip_codes = reconstruct(model, real, steps=steps)
         seconds[RECONSTRUCTION] += time.perf_counter() - started
         codes.append(clip_codes)
-        methods = {"model": fake, RECONSTRUCTION: recon,
+        plain = {}   # what the mouth refiner adds
+        if model.mouth is not None:
+            with without_mouth(model):
+                plain[NO_REFINER] = reenact(model, real[0], real, steps=steps, guidance=guidance, marks=both)
+        methods = {"model": fake, RECONSTRUCTION: recon, **plain,
                    "model, 1 step (mean)": reenact(model, real[0], real, steps=1, marks=both),
                    "model, warp only": reenact(model, real[0], real, steps=0, marks=both),
                    "model, warp only, motion from the keypoints": reenact(model, real[0], real, steps=0,
@@ -231,7 +248,8 @@ def self_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 100
         if sheet_rows is not None:
             for t in sorted({len(real) // 2, len(real) - 1} - {0}):
                 sheet_rows.append([real[0], real[t]] + [methods[name][t] for name in (
-                    "model", RECONSTRUCTION, "model, 1 step (mean)", "model, warp only", "landmark warp")])
+                    "model", RECONSTRUCTION, "model, 1 step (mean)", NO_REFINER if NO_REFINER in methods else "model",
+                    "model, warp only", "landmark warp")])
         frames_done += len(real)
     table = scores.table()
     table["_frames"] = frames_done

@@ -155,6 +155,14 @@ def read_weights(path: str | Path, device: str = "cpu") -> tuple[ModelConfig, di
     return cfg, state
 
 
+def weights_metadata(path: str | Path) -> dict:
+    """The training metadata export_weights stored in a weights file (steps, minutes, ...)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
+
+
 def load_weights(path: str | Path, device: str = "cpu") -> FaceVid:
     """A FaceVid from a safetensors file written by export_weights."""
     cfg, state = read_weights(path, device)

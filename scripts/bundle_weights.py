@@ -11,13 +11,10 @@ by `facevid eval`.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
-from safetensors import safe_open
-
-from facevid.train import export_weights, load_weights
+from facevid.train import export_weights, load_weights, weights_metadata
 from facevid.weights import sha256_of
 
 
@@ -28,8 +25,7 @@ def main() -> None:
     parser.add_argument("--sampler-steps", type=int, default=None,
                         help="default sampler steps of these weights (not training steps)")
     args = parser.parse_args()
-    with safe_open(str(args.weights), framework="pt") as f:
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
+    meta = weights_metadata(args.weights)
     model = load_weights(args.weights)
     if args.sampler_steps is not None:
         model.cfg = replace(model.cfg, sample_steps=args.sampler_steps)

@@ -11,7 +11,9 @@ encoder → content (K tokens) + motion features, plus linear maps of KeypointNe
     reference: what warping cannot show (mouth interior, eyelids, shading)
   → output at out_size = warped reference + the residual upsampled. `steps=0` gives the
     warp alone, `steps=1` the denoiser's posterior mean (one call, deterministic), more
-    steps the EDM sampler (sharper generated detail, noise where the denoiser is weak).
+    steps the EDM sampler (sharper generated detail, noise where the denoiser is weak)
+  → the mouth refiner (model/mouth.py, if the weights have one) repaints a window around
+    the target mouth at the mouth's own scale: the cavity and teeth of an opened mouth.
 The linear landmark head makes motion composable: a driver's change of codes maps to a
 change of landmarks on any face (relative transfer), and the codes cannot collapse to
 "copy the reference" because they must predict the landmark displacement.
@@ -30,6 +32,7 @@ from torch import nn
 from facevid.config import ModelConfig
 from facevid.model.decoder import DiT
 from facevid.model.encoder import Encoder, KeypointNet
+from facevid.model.mouth import MouthRefiner
 from facevid.model.quantize import GroupQuantizer, QuantizerOutput
 from facevid.model.warp import (FlowNet, border_anchors, flow_to_grid, grid_to_flow, sample_grid, tps_grid,
                                 warp_image)
@@ -136,6 +139,7 @@ class FaceVid(nn.Module):
         self.flow_net = FlowNet(in_channels=3, cond_dim=128, channels=cfg.flow_channels,
                                 heatmap_points=cfg.keypoints)
         self.dit = DiT(cfg)
+        self.mouth = MouthRefiner(cfg.mouth_size, cfg.mouth_channels) if cfg.mouth_size else None
         self.register_buffer("anchors", border_anchors(), persistent=False)
         if cfg.flow_code:   # principal components of the measured flow (fit_flow_code), saved with the weights;
             # until fitted, the lowest spatial frequencies (a working code for untrained models)
@@ -369,12 +373,15 @@ class FaceVid(nn.Module):
     def decode(self, reference: torch.Tensor, ref_points: torch.Tensor, ref_motion: torch.Tensor,
                motion: torch.Tensor, content: torch.Tensor, *, steps: int = 6, guidance: float = 1.0,
                generator: torch.Generator | None = None, target_points: torch.Tensor | None = None,
-               driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None) -> torch.Tensor:
+               driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None,
+               refine_mouth: bool = True) -> torch.Tensor:
         """Frames (B, T, 3, S, S) for motion (B, T, G*d [+ C]) on each clip's reference.
 
         `target_points` overrides the keypoints the motion implies (relative transfer), and
         `driver_ref_points` says whose geometry the flow code's flow has (see `warp`);
-        `steps=0` returns the warped reference, `steps=1` adds the posterior-mean residual."""
+        `steps=0` returns the warped reference, `steps=1` adds the posterior-mean residual;
+        with steps ≥ 1 the mouth refiner, if the model has one, repaints the mouth
+        (`refine_mouth=False`: not)."""
         b, t = motion.shape[:2]
         if target_points is None:
             target_points = ref_points[:, None] + self.displacement(motion, ref_motion)
@@ -392,7 +399,11 @@ class FaceVid(nn.Module):
             noise = torch.randn((b * t, 3, n, n), generator=generator, device=reference.device)
             sigmas = karras_sigmas(steps, sigma_max=sigma_max, device=reference.device)
             residual = sample(denoise, noise, sigmas, cond=shared)
-        return self.compose(warped, residual).view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
+        out = self.compose(warped, residual)
+        if self.mouth is not None and refine_mouth:
+            out = self.mouth(out, reference.repeat_interleave(t, 0), ref_points.repeat_interleave(t, 0),
+                             target_points.flatten(0, 1))
+        return out.view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
 
     # ------------------------------------------------------------------ training
 

@@ -1,0 +1,295 @@
+"""Training data of the mouth refiner (facevid.model.mouth): what the model makes of real clips.
+
+The refiner learns to finish the model's own output, so its inputs are made by the model:
+each clip is cut into segments, each segment's first frame animated by the segment itself
+(self-reenactment, as `facevid eval` and `transfer` drive it, at the model's sampler steps),
+and the output kept beside the real frame it should have been.
+
+A data folder holds uint8 arrays at the model's out_size: outputs.npy and targets.npy
+(N, S, S, 3), sources.npy (M, S, S, 3), and meta.npz: source (N,) index of each frame's
+source, marks (N, 68, 2) and source_marks (M, 68, 2) landmarks in crop pixels."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facevid.errors import InputError
+
+SEGMENT = 64   # frames a source animates: the reference drifts no further than eval's clips
+
+
+def build(model, clips, out_dir: str | Path, *, segment: int = SEGMENT, progress: bool = True) -> int:
+    """Animate every segment of `clips` (facevid.data.Clip) with `model`, write the arrays to
+    `out_dir` (atomically: a half-written folder is never read) and return the frame count."""
+    from facevid.evaluate import clip_at, reenact
+    from facevid.progress import progress_bar
+
+    size = model.cfg.out_size
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    total = sum(len(c.frames) // segment * segment or len(c.frames) for c in clips)
+    arrays = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8,
+                                              shape=(total, size, size, 3)) for name in ("outputs", "targets")}
+    sources, source_marks, index, marks = [], [], [], []
+    done = 0
+    with progress_bar("mouth data", total, enabled=progress) as advance:
+        for clip in clips:
+            real, points = clip_at(clip, size, len(clip.frames))
+            for start in range(0, max(len(real) - segment + 1, 1), segment):
+                part, part_marks = real[start:start + segment], points[start:start + segment]
+                fake = reenact(model, part[0], part, marks=(part_marks[0], part_marks))
+                n = len(part)
+                arrays["outputs"][done:done + n] = fake
+                arrays["targets"][done:done + n] = part
+                index += [len(sources)] * n
+                sources.append(part[0])
+                source_marks.append(part_marks[0])
+                marks.append(part_marks)
+                done += n
+                advance(n)
+    for array in arrays.values():
+        array.flush()
+    np.save(tmp / "sources.npy", np.stack(sources))
+    np.savez(tmp / "meta.npz", source=np.array(index, np.int32), marks=np.concatenate(marks).astype(np.float32),
+             source_marks=np.stack(source_marks).astype(np.float32))
+    (tmp / "info.json").write_text(json.dumps({"frames": done, "size": size, "segment": segment,
+                                               "clips": [c.name for c in clips]}))
+    if done != total:
+        raise AssertionError(f"wrote {done} of {total} frames")
+    if out_dir.exists():
+        import shutil
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return done
+
+
+def load(data_dir: str | Path) -> dict:
+    """The arrays of a folder written by `build` (images memory-mapped)."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "info.json").exists():
+        raise InputError(f"{data_dir} is not mouth training data (no info.json; see facevid.mouth_data.build)")
+    meta = np.load(data_dir / "meta.npz")
+    data = {name: np.load(data_dir / f"{name}.npy", mmap_mode="r") for name in ("outputs", "targets", "sources")}
+    data.update({name: meta[name] for name in ("source", "marks", "source_marks")})
+    return data
+
+
+@dataclass(frozen=True)
+class MouthTrainConfig:
+    """One run of `facevid train-mouth` (the rest of the model stays as it is)."""
+
+    size: int | None = None         # the refiner's window side (ModelConfig.mouth_size); None: half out_size
+    channels: tuple[int, ...] = (16, 32, 64, 128)   # its U-Net widths ((32, 64, 128): 2.3x the time
+                                    # a step, (16, 64, 128): 1.8x)
+    steps: int = 3000
+    batch: int = 32
+    lr: float = 1e-3                # AdamW, linear warmup then cosine decay to 5%
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    lip_weight: float = 4.0         # the L1 weighs the pixels near the target's lips this much more
+    edge_weight: float = 0.5        # L1 of the image gradients (against the blur of a plain L1 mean)
+    open_share: float = 0.6         # share of samples from frames whose mouth opens more than its source's
+    point_noise: float = 0.006      # landmark noise (crop units): per point, and the whole mouth shifted
+    flip_prob: float = 0.5
+    seed: int = 0
+
+
+def opening(marks: np.ndarray) -> np.ndarray:
+    """Inner-lip gap (..., 68, 2) → (...) in units of the inter-ocular distance (evaluate.mouth_opening)."""
+    gap = np.linalg.norm(marks[..., [61, 62, 63], :] - marks[..., [67, 66, 65], :], axis=-1).mean(-1)
+    eyes = np.linalg.norm(marks[..., 36:42, :].mean(-2) - marks[..., 42:48, :].mean(-2), axis=-1)
+    return gap / np.maximum(eyes, 1e-6)
+
+
+class Batches:
+    """Random training batches of a data folder: (output, target, reference) images in [-1, 1]
+    (N, 3, S, S) and landmarks (N, 68, 2) in crop units, flipped and noised as configured."""
+
+    def __init__(self, data: dict, cfg: MouthTrainConfig, generator: np.random.Generator):
+        self.data, self.cfg, self.rng = data, cfg, generator
+        self.size = data["outputs"].shape[1]
+        opens = opening(data["marks"]) - opening(data["source_marks"])[data["source"]] >= 0.08
+        self.open, self.rest = np.flatnonzero(opens), np.flatnonzero(~opens)
+
+    def indices(self, n: int) -> np.ndarray:
+        pools = [p for p in (self.open, self.rest) if len(p)]
+        chosen = self.rng.random(n) < self.cfg.open_share if len(pools) == 2 else np.zeros(n, bool)
+        return np.where(chosen, self.rng.choice(pools[0], n), self.rng.choice(pools[-1], n))
+
+    def sample(self, n: int | None = None, indices: np.ndarray | None = None, augment: bool = True) -> dict:
+        from facevid.crop import points_to_unit
+        from facevid.data import FLIP_68, to_tensor
+
+        d, size = self.data, self.size
+        idx = np.sort(self.indices(n or self.cfg.batch) if indices is None else indices)
+        src = d["source"][idx]
+        batch = {"output": to_tensor(d["outputs"][idx], size), "target": to_tensor(d["targets"][idx], size),
+                 "reference": to_tensor(d["sources"][src], size),
+                 "points": torch.from_numpy(points_to_unit(d["marks"][idx], size)),
+                 "ref_points": torch.from_numpy(points_to_unit(d["source_marks"][src], size))}
+        if not augment:
+            return batch
+        flip = torch.from_numpy(self.rng.random(len(idx)) < self.cfg.flip_prob)
+        for key in ("output", "target", "reference"):
+            batch[key] = torch.where(flip[:, None, None, None], batch[key].flip(-1), batch[key])
+        for key in ("points", "ref_points"):
+            mirrored = batch[key][:, FLIP_68] * torch.tensor([-1.0, 1.0])
+            noise = self.cfg.point_noise * torch.from_numpy(
+                self.rng.standard_normal((len(idx), 68, 2)) + self.rng.standard_normal((len(idx), 1, 2))).float()
+            batch[key] = torch.where(flip[:, None, None], mirrored, batch[key]) + noise
+        return batch
+
+
+def window_loss(refiner, batch: dict, cfg: MouthTrainConfig) -> tuple[torch.Tensor, dict]:
+    """Weighted L1 (+ gradient L1) of the refined window against the real frame's window."""
+    from facevid.model.mouth import cut
+
+    x, boxes = refiner.inputs(batch["output"], batch["reference"], batch["ref_points"], batch["points"])
+    made = x[:, :3] + refiner.correction(x)
+    real = cut(batch["target"], boxes, refiner.size)
+    near_lips = F.max_pool2d(x[:, 6:7], 9, stride=1, padding=4)      # the target's outer lips, dilated
+    weight = 1 + cfg.lip_weight * near_lips
+    loss = (weight * (made - real).abs()).mean() / weight.mean()
+
+    def grads(image):
+        return image[..., 1:, :] - image[..., :-1, :], image[..., :, 1:] - image[..., :, :-1]
+
+    edges = sum((a - b).abs().mean() for a, b in zip(grads(made), grads(real)))
+    with torch.no_grad():
+        def psnr(image):
+            mse = (weight * (image.clamp(-1, 1) - real) ** 2).mean((1, 2, 3)) / weight.mean((1, 2, 3))
+            return (10 * torch.log10(4 / mse.clamp(min=1e-10))).mean().item()
+        metrics = {"psnr": psnr(made), "psnr_before": psnr(x[:, :3])}
+    return loss + cfg.edge_weight * edges, metrics
+
+
+CHECKPOINT = "mouth_checkpoint.pt"
+
+
+def attach(model, refiner):
+    """A FaceVid like `model` whose mouth refiner is `refiner` (the config says its size)."""
+    from dataclasses import replace
+
+    from facevid.model.facevid import FaceVid
+
+    channels = tuple(block.net[2].out_channels for block in [refiner.stem, *refiner.down])
+    out = FaceVid(replace(model.cfg, mouth_size=refiner.size, mouth_channels=channels))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("mouth.")}
+    out.load_state_dict(state, strict=False)
+    out.mouth.load_state_dict(refiner.state_dict())
+    return out.eval()
+
+
+def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path, cfg: MouthTrainConfig, *,
+                  run_dir: str | Path, max_minutes: float | None = None, val_dir: str | Path | None = None,
+                  log=print) -> dict:
+    """Train a mouth refiner on a data folder (`build`) for the model in `weights`, resuming
+    `run_dir`'s checkpoint if there is one, and write the model with it to `output`."""
+    import time
+
+    from facevid.model.mouth import MouthRefiner
+    from facevid.train import atomic_torch_save, export_weights, load_weights, set_learning_rate, weights_metadata
+
+    model = load_weights(weights)
+    data, val = load(data_dir), (load(val_dir) if val_dir else None)
+    if data["outputs"].shape[1] != model.cfg.out_size:
+        raise InputError(f"{data_dir} holds {data['outputs'].shape[1]}-px crops, the model makes {model.cfg.out_size}")
+    torch.manual_seed(cfg.seed)
+    refiner = MouthRefiner(cfg.size or model.cfg.out_size // 2, cfg.channels)
+    optimizer = torch.optim.AdamW([{"params": list(refiner.parameters()), "lr": cfg.lr, "base_lr": cfg.lr}],
+                                  weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    step, history = 0, []
+    if (run_dir / CHECKPOINT).exists():
+        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+        try:
+            refiner.load_state_dict(state["refiner"])
+        except RuntimeError as error:
+            raise InputError(f"{run_dir} holds a mouth refiner of other sizes; use another --run-dir") from error
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        step, history = state["step"], state["history"]
+    batches = Batches(data, cfg, rng)
+    fixed = None
+    if val is not None:   # a fixed held-out batch of opened mouths
+        val_batches = Batches(val, cfg, np.random.default_rng(1))
+        pool = val_batches.open if len(val_batches.open) else val_batches.rest
+        fixed = val_batches.sample(indices=pool[np.linspace(0, len(pool) - 1, 64).astype(int)], augment=False)
+    started, last_save = time.monotonic(), time.monotonic()
+    while step < cfg.steps and not (max_minutes and time.monotonic() - started > max_minutes * 60):
+        set_learning_rate(optimizer, step, cfg.warmup_steps)
+        decay = 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(step / cfg.steps, 1)))
+        for group in optimizer.param_groups:
+            group["lr"] *= decay
+        loss, metrics = window_loss(refiner, batches.sample(), cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 50 == 0 or step == cfg.steps:
+            record = {"step": step, "loss": loss.item(), **metrics,
+                      "minutes": round((time.monotonic() - started) / 60, 2)}
+            if fixed is not None and step % 250 == 0:
+                with torch.no_grad():
+                    _, held = window_loss(refiner, fixed, cfg)
+                record.update(val_psnr=held["psnr"], val_psnr_before=held["psnr_before"])
+            history.append(record)
+            log(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        if time.monotonic() - last_save > 300 or step == cfg.steps:
+            atomic_torch_save({"refiner": refiner.state_dict(), "optimizer": optimizer.state_dict(),
+                               "rng": rng.bit_generator.state, "step": step, "history": history},
+                              run_dir / CHECKPOINT)
+            last_save = time.monotonic()
+    atomic_torch_save({"refiner": refiner.state_dict(), "optimizer": optimizer.state_dict(),
+                       "rng": rng.bit_generator.state, "step": step, "history": history}, run_dir / CHECKPOINT)
+    export_weights(attach(model, refiner), Path(output), {**weights_metadata(weights), "mouth_steps": step}, half=True)
+    return {"steps": step, "output": str(output), "last": history[-1] if history else {}}
+
+
+def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir: str | Path,
+                cfg: MouthTrainConfig = MouthTrainConfig(), holdout: tuple[str, ...] = (),
+                max_minutes: float | None = None, force: bool = False, progress: bool = True, log=print) -> dict:
+    """`facevid train-mouth`: the model's outputs on `data` (prepared caches and/or folders of
+    videos, outside the `holdout` identities; made once, in run_dir/data), then a mouth refiner
+    trained on them (resumable), written with the model to `output`. Clips of the held-out
+    identities in the caches, if any, make run_dir/val, scored as training goes."""
+    from facevid.config import TrainConfig
+    from facevid.data import load_cache
+    from facevid.train import resolve_clips
+    from facevid.weights import resolve
+
+    from facevid.video import check_output_path
+
+    output, run_dir = check_output_path(output, force), Path(run_dir)
+    if output.suffix != ".safetensors":
+        raise InputError(f"output {output} must be a .safetensors file")
+    weights = resolve(weights)
+    from facevid.train import load_weights
+
+    model = load_weights(weights)
+    model.mouth = None   # the refiner learns to finish what the model makes without one
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "data" / "info.json").exists():
+        clips = resolve_clips(data, run_dir, TrainConfig(eval_identities=holdout, content_frames=1, target_frames=1),
+                              model.cfg, progress)
+        log(f"animating {len(clips)} clips for the refiner's training data")
+        build(model, clips, run_dir / "data", progress=progress)
+    val_dir = run_dir / "val"
+    if holdout and not (val_dir / "info.json").exists():
+        sources = [data] if isinstance(data, (str, Path)) else list(data)
+        held = [c for s in map(Path, sources) if (s / "manifest.json").exists()
+                for c in load_cache(s, include=set(holdout))]
+        if held:
+            build(model, held[:8], val_dir, progress=progress)
+    return train_refiner(weights, run_dir / "data", output, cfg, run_dir=run_dir, max_minutes=max_minutes,
+                         val_dir=val_dir if (val_dir / "info.json").exists() else None, log=log)

@@ -193,7 +193,9 @@ def train_mouth(
     summary = run(weights, data, output, run_dir=run_dir, cfg=MouthTrainConfig(steps=steps, batch=batch),
                   holdout=read_identities(holdout) or (), max_minutes=max_minutes, force=force, progress=not quiet,
                   log=lambda line: print(line, file=sys.stderr))
-    print(f"{summary['steps']} steps -> {summary['output']}", file=sys.stderr)
+    chosen = "" if summary["exported_step"] == summary["steps"] else \
+        f" (the refiner of step {summary['exported_step']}: the best on the held-out mouths)"
+    print(f"{summary['steps']} steps -> {summary['output']}{chosen}", file=sys.stderr)
 
 
 @app.command(name="eval", epilog="Example: facevid eval runs/me/model.safetensors --data cache --holdout "

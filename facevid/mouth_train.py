@@ -98,6 +98,8 @@ class MouthTrainConfig:
     open_share: float = 0.6         # share of samples from frames whose mouth opens more than its source's
     point_noise: float = 0.006      # landmark noise (crop units): per point, and the whole mouth shifted
     flip_prob: float = 0.5
+    colour_jitter: float = 0.1      # per-channel gain 1 ± this and an offset ± half of it, the same on all three
+    val_every: int = 250            # steps between scores of the held-out windows; the best refiner is exported
     seed: int = 0
 
 
@@ -137,8 +139,12 @@ class Batches:
         if not augment:
             return batch
         flip = torch.from_numpy(self.rng.random(len(idx)) < self.cfg.flip_prob)
+        jitter = self.cfg.colour_jitter
+        gain = torch.from_numpy(1 + jitter * self.rng.uniform(-1, 1, (len(idx), 3, 1, 1))).float()
+        offset = torch.from_numpy(jitter / 2 * self.rng.uniform(-1, 1, (len(idx), 1, 1, 1))).float()
         for key in ("output", "target", "reference"):
-            batch[key] = torch.where(flip[:, None, None, None], batch[key].flip(-1), batch[key])
+            image = torch.where(flip[:, None, None, None], batch[key].flip(-1), batch[key])
+            batch[key] = ((image + 1) * gain - 1 + offset).clamp(-1, 1)
         for key in ("points", "ref_points"):
             mirrored = batch[key][:, FLIP_68] * torch.tensor([-1.0, 1.0])
             noise = self.cfg.point_noise * torch.from_numpy(
@@ -195,7 +201,7 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
     import time
 
     from facevid.model.mouth import MouthRefiner
-    from facevid.train import atomic_torch_save, export_weights, load_weights, set_learning_rate, weights_metadata
+    from facevid.train import export_weights, load_weights, set_learning_rate, weights_metadata
 
     model = load_weights(weights)
     data, val = load(data_dir), (load(val_dir) if val_dir else None)
@@ -208,7 +214,7 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
     rng = np.random.default_rng(cfg.seed)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    step, history = 0, []
+    step, history, state = 0, [], {}
     if (run_dir / CHECKPOINT).exists():
         state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
         try:
@@ -219,11 +225,8 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
         rng.bit_generator.state = state["rng"]
         step, history = state["step"], state["history"]
     batches = Batches(data, cfg, rng)
-    fixed = None
-    if val is not None:   # a fixed held-out batch of opened mouths
-        val_batches = Batches(val, cfg, np.random.default_rng(1))
-        pool = val_batches.open if len(val_batches.open) else val_batches.rest
-        fixed = val_batches.sample(indices=pool[np.linspace(0, len(pool) - 1, 64).astype(int)], augment=False)
+    held_out = _held_out_batch(val, cfg) if val is not None else None
+    best = state.get("best") if step else None   # {"step", "psnr", "refiner"}: the best held-out score so far
     started, last_save = time.monotonic(), time.monotonic()
     while step < cfg.steps and not (max_minutes and time.monotonic() - started > max_minutes * 60):
         set_learning_rate(optimizer, step, cfg.warmup_steps)
@@ -239,21 +242,41 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
         if step % 50 == 0 or step == cfg.steps:
             record = {"step": step, "loss": loss.item(), **metrics,
                       "minutes": round((time.monotonic() - started) / 60, 2)}
-            if fixed is not None and step % 250 == 0:
+            if held_out is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                 with torch.no_grad():
-                    _, held = window_loss(refiner, fixed, cfg)
+                    _, held = window_loss(refiner, held_out, cfg)
                 record.update(val_psnr=held["psnr"], val_psnr_before=held["psnr_before"])
+                if best is None or held["psnr"] > best["psnr"]:
+                    best = {"step": step, "psnr": held["psnr"],
+                            "refiner": {k: v.clone() for k, v in refiner.state_dict().items()}}
             history.append(record)
             log(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
         if time.monotonic() - last_save > 300 or step == cfg.steps:
-            atomic_torch_save({"refiner": refiner.state_dict(), "optimizer": optimizer.state_dict(),
-                               "rng": rng.bit_generator.state, "step": step, "history": history},
-                              run_dir / CHECKPOINT)
+            _save(run_dir, refiner, optimizer, rng, step, history, best)
             last_save = time.monotonic()
+    _save(run_dir, refiner, optimizer, rng, step, history, best)
+    chosen = step
+    if best is not None:   # the refiner with the best held-out score (it overfits: 81 people's mouths)
+        refiner.load_state_dict(best["refiner"])
+        chosen = best["step"]
+    export_weights(attach(model, refiner), Path(output), {**weights_metadata(weights), "mouth_steps": chosen},
+                   half=True)
+    return {"steps": step, "exported_step": chosen, "output": str(output), "last": history[-1] if history else {}}
+
+
+def _held_out_batch(val: dict, cfg: MouthTrainConfig) -> dict:
+    """128 held-out windows spread over the frames whose mouth opens (all frames if none does)."""
+    batches = Batches(val, cfg, np.random.default_rng(1))
+    pool = batches.open if len(batches.open) else batches.rest
+    return batches.sample(indices=pool[np.linspace(0, len(pool) - 1, 128).astype(int)], augment=False)
+
+
+def _save(run_dir: Path, refiner, optimizer, rng, step: int, history: list, best: dict | None) -> None:
+    from facevid.train import atomic_torch_save
+
     atomic_torch_save({"refiner": refiner.state_dict(), "optimizer": optimizer.state_dict(),
-                       "rng": rng.bit_generator.state, "step": step, "history": history}, run_dir / CHECKPOINT)
-    export_weights(attach(model, refiner), Path(output), {**weights_metadata(weights), "mouth_steps": step}, half=True)
-    return {"steps": step, "output": str(output), "last": history[-1] if history else {}}
+                       "rng": rng.bit_generator.state, "step": step, "history": history, "best": best},
+                      run_dir / CHECKPOINT)
 
 
 def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir: str | Path,

@@ -12,7 +12,7 @@ from facevid.config import PRESETS
 from facevid.model.facevid import FaceVid
 from facevid.model.mouth import cut, fade, mouth_boxes, polygon_mask, uncut
 from facevid.prepare import write_synthetic_cache
-from facevid.train import load_weights
+from facevid.train import load_weights, weights_metadata
 
 from test_cli_track import assert_one_line_error, run_cli
 
@@ -82,8 +82,14 @@ def test_train_mouth_end_to_end_and_resume(capsys, tmp_path, cache, tiny_weights
     assert "exists" in err
     code, _, err = run_cli(capsys, *args, "--steps", 5, "--force")   # resumes at step 3
     assert code == 0 and "5 steps" in err
-    history = torch.load(run / "mouth_checkpoint.pt", weights_only=False)["history"]
-    assert [record["step"] for record in history] == [3, 5]
+    state = torch.load(run / "mouth_checkpoint.pt", weights_only=False)
+    assert [record["step"] for record in state["history"]] == [3, 5]
+    assert all("val_psnr" in record for record in state["history"])   # scored on the held-out clip
+    best = state["best"]   # the exported refiner is the best-scoring one
+    assert best["psnr"] == max(record["val_psnr"] for record in state["history"])
+    assert weights_metadata(out)["mouth_steps"] == best["step"]
+    exported = load_weights(out).mouth.state_dict()
+    assert all(torch.equal(v.half().float(), exported[k]) for k, v in best["refiner"].items())
 
 
 @pytest.mark.parametrize("case", ["suffix", "no_data", "steps", "no_folder"])

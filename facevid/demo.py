@@ -117,13 +117,11 @@ def talking_landmarks(frames: int, fps: float = 25.0, seed: int = 0) -> np.ndarr
     identity = synthetic.random_identity(rng)
     rest = synthetic.landmarks(identity, synthetic.Motion(), size=256)
     motions = synthetic.random_motion_sequence(rng, frames, fps)
-    scale = _iod(ASTRONAUT_LANDMARKS68) / _iod(rest)
+    from facevid.identity import iod
+
+    scale = iod(ASTRONAUT_LANDMARKS68) / iod(rest)
     moving = np.stack([synthetic.landmarks(identity, m, size=256) for m in motions])
     return ASTRONAUT_LANDMARKS68 + (moving - rest) * scale
-
-
-def _iod(marks: np.ndarray) -> float:
-    return float(np.linalg.norm(marks[36:42].mean(0) - marks[42:48].mean(0)))
 
 
 def make_talking_clip(path: Path, *, frames: int = 75, fps: Fraction = Fraction(25), size: tuple[int, int] = (512, 512),

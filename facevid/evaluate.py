@@ -102,11 +102,15 @@ class Scores:
 MOUTH_OPENS = 0.08   # a frame "opens the mouth" when its inner lips part this much more than frame 0's (/ IOD)
 
 
-def mouth_opening(marks: np.ndarray) -> float:
-    """The gap between the inner lips of 68 landmarks (68, 2), / inter-ocular distance."""
+def mouth_opening(marks: np.ndarray) -> float | np.ndarray:
+    """The gap between the inner lips of 68 landmarks, / inter-ocular distance: a float for
+    one set (68, 2), an array for a stack (..., 68, 2)."""
     from facevid.identity import iod
 
-    return float(np.linalg.norm(marks[[61, 62, 63]] - marks[[67, 66, 65]], axis=-1).mean() / iod(marks))
+    marks = np.asarray(marks)
+    gap = np.linalg.norm(marks[..., [61, 62, 63], :] - marks[..., [67, 66, 65], :], axis=-1).mean(-1)
+    opening = gap / iod(marks)
+    return float(opening) if np.ndim(opening) == 0 else opening
 
 
 def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: int = 16, steps: int | None = None,

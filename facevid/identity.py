@@ -31,9 +31,12 @@ class FaceMeter:
         return self.marks.on_crop(crop)
 
 
-def iod(landmarks: np.ndarray) -> float:
-    """Inter-ocular distance of 68-point landmarks (eye centres)."""
-    return float(np.linalg.norm(landmarks[36:42].mean(0) - landmarks[42:48].mean(0)))
+def iod(landmarks: np.ndarray) -> float | np.ndarray:
+    """Inter-ocular distance of 68-point landmarks (eye centres): a float for one set (68, 2),
+    an array for a stack (..., 68, 2)."""
+    landmarks = np.asarray(landmarks)
+    distance = np.linalg.norm(landmarks[..., 36:42, :].mean(-2) - landmarks[..., 42:48, :].mean(-2), axis=-1)
+    return float(distance) if distance.ndim == 0 else distance
 
 
 def motion_error(output: np.ndarray, driver: np.ndarray) -> float:

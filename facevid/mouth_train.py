@@ -1,4 +1,4 @@
-"""Training data of the mouth refiner (facevid.model.mouth): what the model makes of real clips.
+"""Training of the mouth refiner (facevid.model.mouth) on what the model makes of real clips.
 
 The refiner learns to finish the model's own output, so its inputs are made by the model:
 each clip is cut into segments, each segment's first frame animated by the segment itself
@@ -74,7 +74,7 @@ def load(data_dir: str | Path) -> dict:
     """The arrays of a folder written by `build` (images memory-mapped)."""
     data_dir = Path(data_dir)
     if not (data_dir / "info.json").exists():
-        raise InputError(f"{data_dir} is not mouth training data (no info.json; see facevid.mouth_data.build)")
+        raise InputError(f"{data_dir} is not mouth training data (no info.json; `facevid train-mouth` makes it)")
     meta = np.load(data_dir / "meta.npz")
     data = {name: np.load(data_dir / f"{name}.npy", mmap_mode="r") for name in ("outputs", "targets", "sources")}
     data.update({name: meta[name] for name in ("source", "marks", "source_marks")})
@@ -103,13 +103,6 @@ class MouthTrainConfig:
     seed: int = 0
 
 
-def opening(marks: np.ndarray) -> np.ndarray:
-    """Inner-lip gap (..., 68, 2) → (...) in units of the inter-ocular distance (evaluate.mouth_opening)."""
-    gap = np.linalg.norm(marks[..., [61, 62, 63], :] - marks[..., [67, 66, 65], :], axis=-1).mean(-1)
-    eyes = np.linalg.norm(marks[..., 36:42, :].mean(-2) - marks[..., 42:48, :].mean(-2), axis=-1)
-    return gap / np.maximum(eyes, 1e-6)
-
-
 class Batches:
     """Random training batches of a data folder: (output, target, reference) images in [-1, 1]
     (N, 3, S, S) and landmarks (N, 68, 2) in crop units, flipped and noised as configured."""
@@ -117,7 +110,9 @@ class Batches:
     def __init__(self, data: dict, cfg: MouthTrainConfig, generator: np.random.Generator):
         self.data, self.cfg, self.rng = data, cfg, generator
         self.size = data["outputs"].shape[1]
-        opens = opening(data["marks"]) - opening(data["source_marks"])[data["source"]] >= 0.08
+        from facevid.evaluate import MOUTH_OPENS, mouth_opening
+
+        opens = mouth_opening(data["marks"]) - mouth_opening(data["source_marks"])[data["source"]] >= MOUTH_OPENS
         self.open, self.rest = np.flatnonzero(opens), np.flatnonzero(~opens)
 
     def indices(self, n: int) -> np.ndarray:

@@ -96,9 +96,14 @@ def make_optimizer(model: FaceVid, cfg: TrainConfig) -> torch.optim.AdamW:
             groups["quantizer"].append(param)
         else:
             groups["decoder"].append(param)
-    rates = {"encoder": cfg.lr_encoder, "quantizer": cfg.lr_quantizer, "decoder": cfg.lr_decoder}
+    rates = learning_rates(cfg)
     return torch.optim.AdamW([{"params": p, "lr": rates[k], "base_lr": rates[k], "name": k}
                               for k, p in groups.items() if p], weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+
+
+def learning_rates(cfg: TrainConfig) -> dict[str, float]:
+    """The base learning rate of each of make_optimizer's parameter groups."""
+    return {"encoder": cfg.lr_encoder, "quantizer": cfg.lr_quantizer, "decoder": cfg.lr_decoder}
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, step: int, warmup: int) -> None:
@@ -364,6 +369,8 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
     step, elapsed, history = 0, 0.0, []
     if resume:
         step, elapsed, history = _restore(checkpoint, model, ema, optimizer, generator, sampler)
+        for group in optimizer.param_groups:   # the optimizer's state is resumed, its rates are this config's
+            group["base_lr"] = learning_rates(cfg)[group["name"]]
     if rank == 0:
         (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     from facevid.trainviz import GridMaker

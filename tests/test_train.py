@@ -112,6 +112,16 @@ def test_resume_continues_exactly(capsys, tmp_path, cache):
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
 
 
+def test_resume_takes_the_learning_rates_of_its_config(capsys, tmp_path, cache):
+    run, slower = tmp_path / "run", tmp_path / "slower.toml"
+    assert run_cli(capsys, "train", cache, "-o", run, "--max-steps", 3, *FAST)[0] == 0
+    slower.write_text("lr_quantizer = 1e-5\n")
+    assert run_cli(capsys, "train", cache, "-o", run, "--max-steps", 4, "--resume", "--config", slower, *FAST)[0] == 0
+    groups = {g["name"]: g for g in _weights(run)["optimizer"]["param_groups"]}
+    assert groups["quantizer"]["base_lr"] == 1e-5 and groups["encoder"]["base_lr"] == 2e-4
+    assert groups["quantizer"]["lr"] == pytest.approx(1e-5 * 4 / 200)   # step 4 of the warmup
+
+
 @pytest.mark.parametrize("case", ["missing", "preset", "exists", "nothing_to_resume", "config_key", "holdout",
                                   "device"])
 def test_train_errors(capsys, tmp_path, cache, case):

@@ -180,8 +180,7 @@ def attach(model, refiner):
 
     from facevid.model.facevid import FaceVid
 
-    channels = tuple(block.net[2].out_channels for block in [refiner.stem, *refiner.down])
-    out = FaceVid(replace(model.cfg, mouth_size=refiner.size, mouth_channels=channels))
+    out = FaceVid(replace(model.cfg, mouth_size=refiner.size, mouth_channels=refiner.channels))
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("mouth.")}
     out.load_state_dict(state, strict=False)
     out.mouth.load_state_dict(refiner.state_dict())

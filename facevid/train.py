@@ -369,8 +369,9 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
     step, elapsed, history = 0, 0.0, []
     if resume:
         step, elapsed, history = _restore(checkpoint, model, ema, optimizer, generator, sampler)
-        for group in optimizer.param_groups:   # the optimizer's state is resumed, its rates are this config's
-            group["base_lr"] = learning_rates(cfg)[group["name"]]
+        rates = learning_rates(cfg)   # the optimizer's state is resumed, its rates are this config's
+        for group in optimizer.param_groups:
+            group["base_lr"] = rates[group["name"]]
     if rank == 0:
         (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     from facevid.trainviz import GridMaker

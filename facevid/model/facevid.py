@@ -373,15 +373,13 @@ class FaceVid(nn.Module):
     def decode(self, reference: torch.Tensor, ref_points: torch.Tensor, ref_motion: torch.Tensor,
                motion: torch.Tensor, content: torch.Tensor, *, steps: int = 6, guidance: float = 1.0,
                generator: torch.Generator | None = None, target_points: torch.Tensor | None = None,
-               driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None,
-               refine_mouth: bool = True) -> torch.Tensor:
+               driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None) -> torch.Tensor:
         """Frames (B, T, 3, S, S) for motion (B, T, G*d [+ C]) on each clip's reference.
 
         `target_points` overrides the keypoints the motion implies (relative transfer), and
         `driver_ref_points` says whose geometry the flow code's flow has (see `warp`);
         `steps=0` returns the warped reference, `steps=1` adds the posterior-mean residual;
-        with steps ≥ 1 the mouth refiner, if the model has one, repaints the mouth
-        (`refine_mouth=False`: not)."""
+        with steps ≥ 1 the mouth refiner, if the model has one, repaints the mouth."""
         b, t = motion.shape[:2]
         if target_points is None:
             target_points = ref_points[:, None] + self.displacement(motion, ref_motion)
@@ -400,7 +398,7 @@ class FaceVid(nn.Module):
             sigmas = karras_sigmas(steps, sigma_max=sigma_max, device=reference.device)
             residual = sample(denoise, noise, sigmas, cond=shared)
         out = self.compose(warped, residual)
-        if self.mouth is not None and refine_mouth:
+        if self.mouth is not None:
             out = self.mouth(out, reference.repeat_interleave(t, 0), ref_points.repeat_interleave(t, 0),
                              target_points.flatten(0, 1))
         return out.view(b, t, 3, self.cfg.out_size, self.cfg.out_size)

@@ -93,7 +93,7 @@ class MouthRefiner(nn.Module):
 
     def __init__(self, size: int, channels: tuple[int, ...] = (16, 32, 64, 128)):
         super().__init__()
-        self.size = size
+        self.size, self.channels = size, tuple(channels)
         self.stem = ConvBlock(self.IN_CHANNELS, channels[0])
         self.down = nn.ModuleList(ConvBlock(a, b) for a, b in zip(channels[:-1], channels[1:]))
         self.middle = ConvBlock(channels[-1], channels[-1])

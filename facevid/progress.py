@@ -7,18 +7,31 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 
+def _columns(total: int | None, unit: str) -> list:
+    """The bar's columns; the rate column shows nothing until rich has measured a speed."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"  ... {unit}" if task.speed is None else f"{task.speed:>5.1f} {unit}")
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn() if total else TextColumn(
+        "{task.completed}")]
+    return columns + [RateColumn(), TimeElapsedColumn()] + ([TimeRemainingColumn()] if total else [])
+
+
 @contextmanager
-def progress_bar(description: str, total: int | None, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yield an `advance(n)` callable; draws on stderr only when it is a terminal."""
+def progress_bar(description: str, total: int | None, *, enabled: bool = True,
+                 unit: str = "fps") -> Iterator[Callable[[int], None]]:
+    """Yield an `advance(n)` callable; draws on stderr only when it is a terminal (`unit`: the rate's)."""
     if not (enabled and sys.stderr.isatty()):
         yield lambda n=1: None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import Progress
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.speed:>5.1f} fps" if total else ""), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    with Progress(*_columns(total, unit), console=Console(stderr=True), transient=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)

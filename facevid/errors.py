@@ -23,3 +23,12 @@ class BackendUnavailableError(FacevidError):
 
 class ConfigError(FacevidError):
     """A setting has an invalid value."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, batch schedulers): raised like Ctrl-C so every output's temp file
+    is removed on the way out; the CLI exits 143."""
+
+
+class FacevidWarning(UserWarning):
+    """Something a user should know that does not stop the command (the CLI prints one line)."""

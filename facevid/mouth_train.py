@@ -30,10 +30,14 @@ def build(model, clips, out_dir: str | Path, *, segment: int = SEGMENT, progress
     from facevid.evaluate import clip_at, reenact
     from facevid.progress import progress_bar
 
+    from facevid.atomic import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
+        return _build_into(tmp, model, clips, segment, progress, clip_at, reenact, progress_bar)
+
+
+def _build_into(tmp: Path, model, clips, segment: int, progress: bool, clip_at, reenact, progress_bar) -> int:
     size = model.cfg.out_size
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
     total = sum(len(c.frames) // segment * segment or len(c.frames) for c in clips)
     arrays = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8,
                                               shape=(total, size, size, 3)) for name in ("outputs", "targets")}
@@ -63,10 +67,6 @@ def build(model, clips, out_dir: str | Path, *, segment: int = SEGMENT, progress
                                                "clips": [c.name for c in clips]}))
     if done != total:
         raise AssertionError(f"wrote {done} of {total} frames")
-    if out_dir.exists():
-        import shutil
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
     return done
 
 
@@ -195,7 +195,8 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
     import time
 
     from facevid.model.mouth import MouthRefiner
-    from facevid.train import export_weights, load_weights, set_learning_rate, weights_metadata
+    from facevid.atomic import make_folder
+    from facevid.train import export_weights, load_checkpoint, load_weights, set_learning_rate, weights_metadata
 
     model = load_weights(weights)
     data, val = load(data_dir), (load(val_dir) if val_dir else None)
@@ -207,17 +208,20 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
                                   weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir, "run folder")
     step, history, state = 0, [], {}
     if (run_dir / CHECKPOINT).exists():
-        state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+        state = load_checkpoint(run_dir / CHECKPOINT)
         try:
             refiner.load_state_dict(state["refiner"])
-        except RuntimeError as error:
+        except (RuntimeError, KeyError, TypeError) as error:
             raise InputError(f"{run_dir} holds a mouth refiner of other sizes; use another --run-dir") from error
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
-        step, history = state["step"], state["history"]
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            rng.bit_generator.state = state["rng"]
+            step, history = int(state["step"]), list(state["history"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as error:
+            raise InputError(f"{run_dir / CHECKPOINT} is not a mouth refiner checkpoint") from error
     batches = Batches(data, cfg, rng)
     held_out = _held_out_batch(val, cfg) if val is not None else None
     best = state.get("best") if step else None   # {"step", "psnr", "refiner"}: the best held-out score so far
@@ -291,11 +295,12 @@ def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir
     if output.suffix != ".safetensors":
         raise InputError(f"output {output} must be a .safetensors file")
     weights = resolve(weights)
+    from facevid.atomic import make_folder
     from facevid.train import load_weights
 
     model = load_weights(weights)
     model.mouth = None   # the refiner learns to finish what the model makes without one
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir, "run folder")
     if not (run_dir / "data" / "info.json").exists():
         clips = resolve_clips(data, run_dir, TrainConfig(eval_identities=holdout, content_frames=1, target_frames=1),
                               model.cfg, progress)

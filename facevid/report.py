@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -20,11 +19,18 @@ def to_uint8(image) -> np.ndarray:
 
 
 def _write_png(image: np.ndarray, path: Path) -> Path:
+    """Write a PNG atomically (cv2.imwrite would fail silently; a folder we cannot write is an InputError)."""
+    from facevid.atomic import write_bytes
+    from facevid.errors import InputError
+
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
-    return path
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"cannot encode {path} as PNG")
+    try:
+        return write_bytes(path, data.tobytes())
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 def save_grid(rows: list[list[np.ndarray]], path: str | Path, columns: list[str], cell: int = 128) -> Path:

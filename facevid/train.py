@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from facevid.atomic import make_folder, write_json
 from facevid.config import ModelConfig, TrainConfig
 from facevid.errors import ConfigError, InputError
 from facevid.model.facevid import FaceVid
@@ -79,9 +80,22 @@ def check_ranks_agree(model: torch.nn.Module, run_dir: Path) -> None:
     torch.distributed.all_gather(gathered, total)
     sums = [g.item() for g in gathered]
     if rank == 0:
-        (run_dir / "ddp_ranks.json").write_text(json.dumps({"world_size": world, "weight_sums": sums}))
+        write_json(run_dir / "ddp_ranks.json", {"world_size": world, "weight_sums": sums})
     if max(sums) - min(sums) > 1e-9 * max(abs(x) for x in sums):
         raise RuntimeError(f"DDP ranks disagree after training: {sums}")
+
+
+STOPS = (None, "max_minutes", "interrupted", "terminated")   # a later one wins when ranks differ
+
+
+def agreed_stop(local: str | None, world: int, device: str) -> str | None:
+    """The stop every rank takes this step: the strongest of the ranks' own reasons (their clocks
+    and signal flags differ), agreed by one all_reduce, so no rank waits in a collective alone."""
+    if world == 1:
+        return local
+    flag = torch.tensor([STOPS.index(local)], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return STOPS[int(flag.item())]
 
 
 # ---------------------------------------------------------------------------- pieces
@@ -121,9 +135,27 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save to a temp file created exclusively, then moved onto `path`."""
+    from facevid.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A resume checkpoint, read with `weights_only=True`: tensors, numbers, strings and
+    containers only, so a crafted file cannot run code (it is refused with an InputError)."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError,
+            TypeError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path} is not a facevid checkpoint (refused: {reason[:200]})") from error
+    if not isinstance(state, dict):
+        raise InputError(f"{path} is not a facevid checkpoint")
+    return state
 
 
 def export_weights(model: FaceVid, path: Path, extra: dict | None = None, *, half: bool = False) -> Path:
@@ -136,9 +168,10 @@ def export_weights(model: FaceVid, path: Path, extra: dict | None = None, *, hal
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     metadata = {"format": "facevid", "config": json.dumps(asdict(model.cfg))}
     metadata.update({k: json.dumps(v) for k, v in (extra or {}).items()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    from facevid.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -268,6 +301,8 @@ def fit_flow_code(model: FaceVid, clips, cfg: TrainConfig, model_cfg: ModelConfi
 class _StopFlag:
     """First Ctrl-C/SIGTERM asks the loop to save and stop after this step; a second one aborts."""
 
+    REASONS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
     def __init__(self):
         self.reason = None
         self._old = {}
@@ -283,7 +318,7 @@ class _StopFlag:
     def _handle(self, signum, frame):
         if self.reason is not None:
             raise KeyboardInterrupt
-        self.reason = "interrupted"
+        self.reason = self.REASONS.get(signum, "interrupted")
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -316,14 +351,17 @@ def _state(model, ema, optimizer, generator, sampler, step, elapsed, history, cf
 
 
 def _restore(path: Path, model, ema, optimizer, generator, sampler):
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    ema.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
-    sampler.set_state(state["sampler"])
-    torch.set_rng_state(state["torch_rng"])
-    return state["step"], state["elapsed"], state["history"]
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        sampler.set_state(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["step"]), float(state["elapsed"]), list(state["history"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise InputError(f"{path} does not fit this run's model ({str(error).splitlines()[0][:200]})") from error
 
 
 def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
@@ -344,7 +382,7 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
         raise InputError(f"nothing to resume: {checkpoint} does not exist")
     model_cfg = cfg.model_config()
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir, "run folder")
     try:
         clips = resolve_clips(data, run_dir, cfg, model_cfg, progress and rank == 0)
     except BaseException:
@@ -373,7 +411,7 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
         for group in optimizer.param_groups:
             group["base_lr"] = rates[group["name"]]
     if rank == 0:
-        (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        write_json(run_dir / "train_config.json", asdict(cfg))
     from facevid.trainviz import GridMaker
 
     grids = GridMaker(clips, cfg, model_cfg) if rank == 0 else None
@@ -390,15 +428,14 @@ def _loop(model, ema, optimizer, generator, sampler, cfg, run_dir, step, elapsed
     per_step = cfg.clips_per_batch * cfg.target_frames * world
     reason = "max_steps"
     record = {}
-    with _StopFlag() as stop, progress_bar("train", cfg.max_steps, enabled=progress) as advance:
+    with _StopFlag() as stop, progress_bar("train", cfg.max_steps, enabled=progress, unit="steps/s") as advance:
         advance(step)
         tick = time.monotonic()
         while step < cfg.max_steps:
-            if cfg.max_minutes and time.monotonic() - start >= cfg.max_minutes * 60:
-                reason = "max_minutes"
-                break
-            if stop.reason:
-                reason = stop.reason
+            late = cfg.max_minutes and time.monotonic() - start >= cfg.max_minutes * 60
+            agreed = agreed_stop(stop.reason or ("max_minutes" if late else None), world, cfg.device)
+            if agreed:
+                reason = agreed
                 break
             set_learning_rate(optimizer, step, cfg.warmup_steps)
             batch = {k: v.to(cfg.device, non_blocking=True) for k, v in sampler.sample().items()}

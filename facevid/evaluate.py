@@ -125,7 +125,8 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
     cfg = model.cfg
     source_marks, driver_marks = marks or (None, None)   # the Animator says if they are missing
     animate = Animator(model, source, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
-                       seed=seed, relative=True, motion=motion or DEFAULT_MOTION, source_points=source_marks)
+                       seed=seed, relative=True, motion=motion or DEFAULT_MOTION, source_points=source_marks,
+                       device=str(next(model.parameters()).device))
     outputs = []
     for start in range(0, len(driver), window):
         outputs += animate(list(driver[start:start + window]),
@@ -143,18 +144,19 @@ def reconstruct(model: FaceVid, frames: np.ndarray, *, window: int = 16, steps: 
 
     Self-reenactment with motion="codes" (reenact) differs only in the reference's motion: the
     Animator takes frame 0's inside the first window, the codec encodes frame 0 alone."""
-    cfg = model.cfg
-    reference = to_tensor(frames[:1], cfg.out_size)                                # (1, 3, S, S)
+    cfg, device = model.cfg, next(model.parameters()).device
+    reference = to_tensor(frames[:1], cfg.out_size).to(device)                     # (1, 3, S, S)
     encoded = model.encode(reference[:, None], reference)
     ref_points = model.keypoints(reference)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(seed)
     outputs, codes = [], []
     for start in range(0, len(frames), window):
-        chunk = model.encode(to_tensor(frames[start:start + window], cfg.out_size)[None], reference).codes   # (1, W, G)
+        chunk = model.encode(to_tensor(frames[start:start + window], cfg.out_size)[None].to(device),
+                             reference).codes                                   # (1, W, G)
         made = model.decode(reference, ref_points, encoded.motion[:, 0], model.motion_from_codes(chunk),
                             encoded.content, generator=generator, steps=cfg.sample_steps if steps is None else steps)
         outputs += [to_uint8(f) for f in made[0]]
-        codes.append(chunk[0].numpy())
+        codes.append(chunk[0].cpu().numpy())
     return np.stack(outputs), np.concatenate(codes)
 
 

@@ -292,6 +292,14 @@ class FaceTracker:
         self._box: np.ndarray | None = None         # last box of the followed face
         self._seen_at: float | None = None
         self._since_detect = 0
+        self.most_faces = 0   # the most faces the detector saw in one frame
+
+    def not_found(self, what: str) -> str:
+        """Why no face was followed in `what`, for an error message."""
+        if 0 < self.most_faces < self.face:
+            many = "1 face" if self.most_faces == 1 else f"{self.most_faces} faces"
+            return f"--face {self.face} asks for the face of size rank {self.face}, but {what} shows at most {many}"
+        return f"no face found in {what}"
 
     def _choose(self, found: list[tuple[np.ndarray, float]], time: float):
         """The detection that continues the track, or a new one by size rank."""
@@ -332,6 +340,7 @@ class FaceTracker:
         if tracked is None:
             found = self.backend.detect(image)
             out.detected, out.faces_seen = True, len(found)
+            self.most_faces = max(self.most_faces, len(found))
             self._since_detect = 0
             chosen = self._choose(found, time)
             if chosen is None:

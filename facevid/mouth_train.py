@@ -296,8 +296,10 @@ def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir
         raise InputError(f"output {output} must be a .safetensors file")
     weights = resolve(weights)
     from facevid.atomic import make_folder
-    from facevid.train import load_weights
+    from facevid.train import load_checkpoint, load_weights
 
+    if (run_dir / CHECKPOINT).exists():   # a resume checkpoint is checked before any work
+        load_checkpoint(run_dir / CHECKPOINT)
     model = load_weights(weights)
     model.mouth = None   # the refiner learns to finish what the model makes without one
     make_folder(run_dir, "run folder")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facevid.atomic import atomic_open, atomic_path, make_folder, temp_beside, write_json
 from facevid.crop import CropSpec, cut_crop, transform_points
 from facevid.errors import ConfigError, FacevidError, InputError
 
@@ -81,9 +81,24 @@ def clip_name(relative: Path) -> str:
 
 
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_json(path, obj)
+
+
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,150}")
+
+
+def _check_manifest(manifest: dict, path: Path) -> None:
+    """Every clip entry is well formed and names a file inside the cache's clips/ folder."""
+    clips = manifest.get("clips")
+    if not isinstance(clips, list) or not isinstance(manifest.get("skipped", []), list) \
+            or not isinstance(manifest.get("crop"), dict):
+        raise InputError(f"{path} is not a facevid cache manifest (no clip list)")
+    for entry in clips:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+            raise InputError(f"{path} names a clip outside the cache ({str(name)[:80]!r}); the manifest is damaged")
+        if not isinstance(entry.get("frames"), int) or not isinstance(entry.get("identity"), str):
+            raise InputError(f"{path} has a damaged entry for clip {name}")
 
 
 def load_manifest(cache: Path, *, upgradable: bool = False) -> dict:
@@ -96,8 +111,9 @@ def load_manifest(cache: Path, *, upgradable: bool = False) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(f"{path} is not a facevid cache manifest ({error})") from error
-    if manifest.get("format") != "facevid-cache":
+    if not isinstance(manifest, dict) or manifest.get("format") != "facevid-cache":
         raise InputError(f"{path} is not a facevid cache manifest")
+    _check_manifest(manifest, path)
     version = manifest.get("version")
     if version in OLD_VERSIONS and (upgradable or manifest.get("crop", {}).get("synthetic")):
         return manifest
@@ -118,16 +134,15 @@ def upgrade_cache(cache: Path, manifest: dict, *, progress: bool = True) -> None
     crop = manifest["crop"]
     if not crop.get("synthetic"):
         marks = Landmarks68(CropSpec(size=crop["size"], margin=crop["margin"], center_y=crop["center_y"]))
-        with progress_bar("re-measure landmarks", len(manifest["clips"]), enabled=progress) as advance:
+        with progress_bar("re-measure landmarks", len(manifest["clips"]), enabled=progress, unit="clips/s") as advance:
             for entry in manifest["clips"]:
                 stem = cache / "clips" / entry["name"]
                 arrays = dict(np.load(stem.with_suffix(".npz")))
                 if "landmarks68" in arrays:
                     frames = np.load(stem.with_suffix(".npy"), mmap_mode="r")
                     arrays["landmarks68"] = np.stack([marks.on_crop(np.asarray(f)) for f in frames]).astype(np.float32)
-                    tmp = stem.with_name(f".{stem.name}.npz.tmp.npz")
-                    np.savez(tmp, **arrays)
-                    os.replace(tmp, stem.with_suffix(".npz"))
+                    with atomic_path(stem.with_suffix(".npz"), ".npz") as tmp:
+                        np.savez(tmp, **arrays)
                 advance(1)
     manifest["version"] = CACHE_VERSION
     _atomic_json(cache / "manifest.json", manifest)
@@ -138,7 +153,7 @@ def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68
     from facevid.video import iter_frames, probe
 
     info = probe(source)
-    raw = out_stem.with_name(f".{out_stem.name}.raw.tmp")
+    raw = temp_beside(out_stem, ".raw")
     kept = {"index": [], "time": [], "landmarks5": [], "landmarks68": [], "transform": []}
     total = 0
     try:
@@ -162,9 +177,8 @@ def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68
     finally:
         raw.unlink(missing_ok=True)
     arrays = {k: np.asarray(v, np.float32 if k != "index" else np.int64) for k, v in kept.items() if v}
-    tmp = out_stem.with_name(f".{out_stem.name}.npz.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out_stem.with_suffix(".npz"))
+    with atomic_path(out_stem.with_suffix(".npz"), ".npz") as tmp:
+        np.savez(tmp, **arrays)
     return {"frames": len(kept["index"]), "frames_total": total, "faceless": total - len(kept["index"]),
             "fps": float(info.fps), "width": info.width, "height": info.height, "has_audio": info.has_audio,
             "is_image": info.is_image}
@@ -172,17 +186,25 @@ def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68
 
 def _finish_npy(raw: Path, target: Path, shape: tuple) -> None:
     """Prefix raw uint8 bytes with an .npy header, atomically."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "wb") as out, open(raw, "rb") as data:
+    with atomic_open(target) as out, open(raw, "rb") as data:
         np.lib.format.write_array_header_1_0(out, {"descr": "|u1", "fortran_order": False, "shape": shape})
         shutil.copyfileobj(data, out, 1 << 22)
-    os.replace(tmp, target)
+
+
+def _stamp(path: Path) -> list[int] | None:
+    """(size, mtime in ns) of a file: a skipped file whose stamp changed is tried again."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns]
 
 
 def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: float = 0.5,
             labels: str | Path | None = None, images: bool = False, landmarks68: bool = True,
-            aligner: str = "auto", progress: bool = True, warn=None) -> PrepareSummary:
-    """Track and crop every video under `videos` into `cache` (resumable)."""
+            aligner: str = "auto", progress: bool = True, retry_skipped: bool = False, warn=None) -> PrepareSummary:
+    """Track and crop every video under `videos` into `cache` (resumable; files skipped before
+    are tried again when they changed since, or all of them with `retry_skipped`)."""
     from facevid.face import FaceTracker, Landmarks68, make_backend
     from facevid.progress import progress_bar
 
@@ -197,14 +219,16 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
     if manifest["version"] != CACHE_VERSION:
         upgrade_cache(cache, manifest, progress=progress)
     identity = read_labels(Path(labels) if labels else None)
-    (cache / "clips").mkdir(parents=True, exist_ok=True)
-    done = {c["source"] for c in manifest["clips"]} | {s["source"] for s in manifest["skipped"]}
+    make_folder(cache / "clips", "cache folder")
+    done = {c["source"] for c in manifest["clips"]}
+    if not retry_skipped:   # a skipped file is tried again once it has changed
+        done |= {s["source"] for s in manifest["skipped"] if s.get("stamp") == _stamp(videos / s["source"])}
     backend = make_backend(aligner)
     predictor68 = Landmarks68(spec) if landmarks68 else None
     summary = PrepareSummary(cache=str(cache))
     files = find_media(videos, images)
     warn = warn or (lambda msg: print(f"facevid: warning: {msg}", file=sys.stderr))
-    with progress_bar("prepare", len(files), enabled=progress) as advance:
+    with progress_bar("prepare", len(files), enabled=progress, unit="files/s") as advance:
         for path in files:
             relative = path.relative_to(videos)
             if str(relative) in done:
@@ -220,8 +244,10 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
                                   FaceTracker(backend, spec), predictor68)
             except FacevidError as error:
                 warn(f"skipped {relative}: {error}")
-                manifest["skipped"].append({"source": str(relative), "reason": str(error)})
+                manifest["skipped"] = [s for s in manifest["skipped"] if s["source"] != str(relative)]
+                manifest["skipped"].append({"source": str(relative), "reason": str(error), "stamp": _stamp(path)})
             else:
+                manifest["skipped"] = [s for s in manifest["skipped"] if s["source"] != str(relative)]
                 label = identity.get(str(relative)) or identity.get(str(path)) or (relative.parent.name or name)
                 manifest["clips"].append({"name": name, "source": str(relative), "identity": label, **entry})
                 summary.added += 1

@@ -149,10 +149,11 @@ def load_checkpoint(path: Path) -> dict:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError,
-            TypeError, KeyError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"{path} is not a facevid checkpoint (refused: {reason[:200]})") from error
+    except pickle.UnpicklingError as error:
+        raise InputError(f"{path} is not a facevid checkpoint: it holds pickled objects other than tensors "
+                         "and plain data (refused: loading them could run code)") from error
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, KeyError) as error:
+        raise InputError(f"{path} is not a facevid checkpoint (unreadable: {type(error).__name__})") from error
     if not isinstance(state, dict):
         raise InputError(f"{path} is not a facevid checkpoint")
     return state
@@ -350,8 +351,7 @@ def _state(model, ema, optimizer, generator, sampler, step, elapsed, history, cf
             "history": history, "train_config": asdict(cfg), "torch_rng": torch.get_rng_state()}
 
 
-def _restore(path: Path, model, ema, optimizer, generator, sampler):
-    state = load_checkpoint(path)
+def _restore(path: Path, state: dict, model, ema, optimizer, generator, sampler):
     try:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -380,6 +380,7 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
         raise ConfigError(f"{run_dir} already holds a training run (use --resume to continue it)")
     if resume and not checkpoint.exists():
         raise InputError(f"nothing to resume: {checkpoint} does not exist")
+    resumed = load_checkpoint(checkpoint) if resume else None   # checked before any work
     model_cfg = cfg.model_config()
     created = not run_dir.exists()
     make_folder(run_dir, "run folder")
@@ -406,7 +407,7 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
     generator = torch.Generator(cfg.device).manual_seed(cfg.seed * 1000 + rank)
     step, elapsed, history = 0, 0.0, []
     if resume:
-        step, elapsed, history = _restore(checkpoint, model, ema, optimizer, generator, sampler)
+        step, elapsed, history = _restore(checkpoint, resumed, model, ema, optimizer, generator, sampler)
         rates = learning_rates(cfg)   # the optimizer's state is resumed, its rates are this config's
         for group in optimizer.param_groups:
             group["base_lr"] = rates[group["name"]]

@@ -60,16 +60,31 @@ def verify(entry: WeightsEntry) -> None:
         raise InputError(f"weights '{entry.name}' fail their sha256 check ({entry.path})")
 
 
+def weights_state(entry: WeightsEntry) -> str:
+    """'ok', 'MISSING', 'WRONG SIZE' or 'CORRUPT (sha256 mismatch)': the file checked as `verify` checks it."""
+    if not entry.path.exists():
+        return "MISSING"
+    if entry.path.stat().st_size != entry.size:
+        return "WRONG SIZE"
+    return "ok" if sha256_of(entry.path) == entry.sha256 else "CORRUPT (sha256 mismatch)"
+
+
 def resolve(name_or_path: str | Path | None) -> Path:
-    """A weights file: a local path as given, or a verified registry entry by name."""
+    """A weights file: a verified registry entry by name, or a local path as given (verified
+    too when it is a listed file)."""
     name = str(name_or_path or DEFAULT)
     entries = registry()
     if name in entries:
         verify(entries[name])
         return entries[name].path
     path = Path(name).expanduser()
-    if path.exists():
+    if path.is_file():
+        for entry in entries.values():
+            if entry.path.exists() and path.resolve() == entry.path:
+                verify(entry)
         return path
+    if path.exists():
+        raise InputError(f"weights {path} is not a file")
     known = ", ".join(entries) or "none bundled yet"
     raise InputError(f"no weights '{name}': not a file and not a name in weights.toml ({known})")
 

@@ -56,6 +56,15 @@ def test_prepare_crops_skips_and_resumes(capsys, tmp_path, moving_clip):
     again = json.loads(out)
     assert again["added"] == 0 and again["resumed"] == 4
     assert {c["identity"] for c in load_manifest(cache)["clips"]} == {"Alice A", "deep"}
+    # a skipped file is tried again once it changed (or with --retry-skipped), and listed once
+    shutil.copy(moving_clip[0], videos / "bob" / "broken.mp4")
+    code, out, err = run_cli(capsys, "prepare", videos, "-o", cache, "--size", 64, "--json", "-q")
+    third = json.loads(out)
+    assert code == 0 and third["added"] == 1 and third["resumed"] == 3, err
+    assert [s["source"] for s in third["skipped"]] == ["bob/noise.mp4"]
+    code, out, err = run_cli(capsys, "prepare", videos, "-o", cache, "--size", 64, "--json", "-q", "--retry-skipped")
+    assert code == 0 and json.loads(out)["resumed"] == 3 and err.count("skipped bob/noise.mp4") == 1
+    assert len(load_manifest(cache)["skipped"]) == 1
 
 
 def test_prepare_errors(capsys, tmp_path, moving_clip):

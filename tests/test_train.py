@@ -97,7 +97,7 @@ def test_init_from_earlier_weights_keeps_new_modules_fresh(tmp_path):
 
 
 def _weights(run):
-    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
 
 
 def test_resume_continues_exactly(capsys, tmp_path, cache):

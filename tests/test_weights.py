@@ -30,6 +30,8 @@ def test_registry_resolve_and_verify(tmp_path, monkeypatch):
     blob.write_bytes(b"weights-bytez")           # same size, other bytes
     with pytest.raises(InputError, match="sha256"):
         W.resolve("demo")
+    with pytest.raises(InputError, match="sha256"):   # a listed file given by its path is checked too
+        W.resolve(str(blob))
     blob.unlink()
     with pytest.raises(InputError, match="missing"):
         W.resolve("demo")
@@ -39,12 +41,16 @@ def test_weights_commands(capsys, tmp_path, monkeypatch):
     toml, blob = _registry(tmp_path)
     monkeypatch.setattr(W.registry, "__defaults__", (toml,))
     code, out, _ = run_cli(capsys, "weights", "list")
-    assert code == 0 and "demo" in out and "present" in out
+    assert code == 0 and "demo" in out and ", ok)" in out
     code, out, _ = run_cli(capsys, "weights", "verify")
     assert code == 0 and "demo: ok" in out
     blob.write_bytes(b"tampered!!!!!")
     code, _, err = run_cli(capsys, "weights", "verify")
     assert_one_line_error(code, err)
+    code, out, _ = run_cli(capsys, "weights", "list")   # a corrupt file is not "present"
+    assert code == 0 and "CORRUPT" in out and ", ok)" not in out
+    blob.unlink()
+    assert "MISSING" in run_cli(capsys, "weights", "list")[1]
 
 
 def test_bundled_registry_is_consistent():

@@ -134,12 +134,27 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.copy_(b)
 
 
+def plain(obj):
+    """`obj` with numpy scalars as Python numbers and arrays as tensors: what `weights_only` loads."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    return obj
+
+
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file created exclusively, then moved onto `path`."""
+    """torch.save (of plain data, see `plain`) to a temp file created exclusively, then moved onto `path`."""
     from facevid.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save(plain(obj), tmp)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -81,7 +81,7 @@ def test_train_mouth_end_to_end_and_resume(capsys, tmp_path, cache, tiny_weights
     assert_one_line_error(code, err)
     assert "exists" in err
     code, _, err = run_cli(capsys, *args, "--steps", 5, "--force")   # resumes at step 3
-    assert code == 0 and "5 steps" in err
+    assert code == 0 and "5 steps" in err, err
     state = torch.load(run / "mouth_checkpoint.pt", weights_only=True)
     assert [record["step"] for record in state["history"]] == [3, 5]
     assert all("val_psnr" in record for record in state["history"])   # scored on the held-out clip

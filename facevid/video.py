@@ -10,8 +10,10 @@ written. Patterned on auto-editor's `render_av`.
 
 from __future__ import annotations
 
+import heapq
 import os
-import secrets
+import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from facevid.errors import ConfigError, FacevidError, InputError, OutputExistsError
+from facevid.atomic import temp_beside
+from facevid.errors import ConfigError, FacevidError, FacevidWarning, InputError, OutputExistsError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 IMAGE_FPS = Fraction(25)  # an image behaves as a one-frame video at this rate
@@ -29,6 +32,7 @@ TIME_BASE = Fraction(1, 90000)  # writer's video time base (MKV/WebM muxers forc
 AUDIO_TAIL = 0.1  # seconds of source audio kept past the last frame's nominal end
 
 VIDEO_CODECS = ("libx264", "libx265", "libvpx-vp9", "libsvtav1")
+CRF_RANGES = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libsvtav1": (0, 63)}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast",
                 "medium", "slow", "slower", "veryslow", "placebo")
 # The x264 preset names mapped onto libvpx-vp9 `cpu-used` and SVT-AV1 `preset` (fast → slow).
@@ -130,7 +134,7 @@ def _read_image(path: Path) -> np.ndarray:
 
 def _open_video(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open `path` and pick its first real video stream (not cover art)."""
-    container = av.open(str(path), "r")
+    container = av.open(str(path), "r", metadata_errors="replace")
     attached = av.stream.Disposition.attached_pic
     streams = [s for s in container.streams.video if not s.disposition & attached]
     if not streams:
@@ -182,23 +186,132 @@ def probe(path: str | Path) -> VideoInfo:
             )
 
 
-def iter_frames(path: str | Path) -> Iterator[Frame]:
-    """Decode `path` lazily, one Frame at a time (a still image gives a single frame)."""
+@dataclass(frozen=True)
+class _Expected:
+    """What a video stream says it holds: a frame count and where it ends (stream clock, s)."""
+
+    frames: int | None
+    end: float | None
+    start: float
+    fps: Fraction
+
+    def count(self) -> int | None:
+        """The frame count, else one estimated from the duration."""
+        if self.frames:
+            return self.frames
+        return round((self.end - self.start) * self.fps) if self.end is not None else None
+
+
+def _tag_seconds(text: str) -> float | None:
+    """A Matroska DURATION tag ("HH:MM:SS.nnnnnnnnn") in seconds."""
+    match = re.fullmatch(r"\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)\s*", text)
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _own_end(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
+    """Where the video stream itself says it ends, in seconds on its clock (None if unsure)."""
+    tag = next((v for k, v in stream.metadata.items() if k.upper().startswith("DURATION")), None)
+    if tag is not None:
+        return _tag_seconds(tag)
+    if not (stream.duration and stream.time_base):
+        return None
+    duration = float(stream.duration * stream.time_base)
+    if len(container.streams) > 1 and container.duration \
+            and abs(duration - container.duration / av.time_base) < 1e-3:
+        return None  # FFmpeg filled it in from the whole file's length
+    return float((stream.start_time or 0) * stream.time_base) + duration
+
+
+def _expected(container: av.container.InputContainer, stream: av.stream.Stream) -> _Expected:
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    return _Expected(stream.frames or None, _own_end(container, stream), start, _nominal_fps(stream))
+
+
+def _is_short(expected: _Expected, count: int, end: float | None) -> bool:
+    """True if `count` frames ending at `end` fall well short of what the stream says it holds."""
+    checks = []
+    if expected.frames:
+        checks.append(count < expected.frames - max(2, 0.01 * expected.frames))
+    if expected.end is not None and end is not None:
+        slack = max(2 / expected.fps, 0.01 * (expected.end - expected.start))
+        checks.append(end < expected.end - float(slack))
+    return bool(checks) and all(checks)
+
+
+def _decoded(container: av.container.InputContainer, stream: av.stream.Stream,
+             errors: list[BaseException], keep_going: bool) -> Iterator[av.VideoFrame]:
+    """The stream's frames; a demux error ends them, a decode error too unless `keep_going`."""
+    packets = container.demux(stream)
+    slots: list[int] | None = [] if container.format.name == "avi" else None
+    while True:
+        try:
+            packet = next(packets, None)
+        except _READ_ERRORS as e:
+            errors.append(e)
+            return
+        if packet is None:
+            return
+        if slots is not None and packet.size and packet.dts is not None:
+            heapq.heappush(slots, packet.dts)
+        try:
+            frames = packet.decode()
+        except _READ_ERRORS as e:
+            errors.append(e)
+            if keep_going:
+                continue
+            return
+        for frame in frames:
+            if slots:  # AVI has only decode-order slots: FFmpeg's pts are guesses (h264: dts + 1)
+                frame.pts = heapq.heappop(slots)
+            yield frame
+
+
+def _incomplete(path: Path, count: int, expected: _Expected, allow_truncated: bool) -> None:
+    """Raise InputError, or warn if `allow_truncated`, about a video that decodes only in part."""
+    total = expected.count()
+    of = f"{count} of {total}" if total and total > count else f"only {count}"
+    if not allow_truncated:
+        raise InputError(f"{path} is truncated or damaged: {of} frames decode "
+                         "(pass --allow-truncated to keep them)")
+    warnings.warn(FacevidWarning(f"{path} is truncated or damaged: kept the {of} frames that decode"),
+                  stacklevel=3)
+
+
+def iter_frames(path: str | Path, *, allow_truncated: bool = False) -> Iterator[Frame]:
+    """Decode `path` lazily, one Frame at a time; a video cut short raises InputError at its end."""
     path = _existing(path)
     if is_image_path(path):
         yield Frame(0, 0.0, _read_image(path))
         return
-    index = -1
+    errors: list[BaseException] = []
+    count, end = 0, None
     with _reading(path):
         container, stream = _open_video(path)
         with container:
-            offset = _start_offset(container)
-            fps = _nominal_fps(stream)
-            for index, frame in enumerate(container.decode(stream)):
-                time = frame.time - offset if frame.time is not None else index / fps
-                yield Frame(index, time, _to_rgb(frame))
-    if index < 0:
+            offset, expected = _start_offset(container), _expected(container, stream)
+            for frame in _decoded(container, stream, errors, keep_going=allow_truncated):
+                time = frame.time - offset if frame.time is not None else count / expected.fps
+                yield Frame(count, time, _to_rgb(frame))
+                count += 1
+                end = _frame_end(frame, expected.fps, end)
+    if count == 0:
+        if errors:
+            raise InputError(f"cannot read {path} as video: {_reason(errors[0])}") from errors[0]
         raise InputError(f"{path} has no decodable video frames")
+    if errors or _is_short(expected, count, end):
+        _incomplete(path, count, expected, allow_truncated)
+
+
+def _frame_end(frame: av.VideoFrame, fps: Fraction, end: float | None) -> float | None:
+    """The later of `end` and where `frame` stops showing, in seconds on the stream clock."""
+    if frame.time is None:
+        return end
+    shown = float(frame.duration * frame.time_base) if frame.duration and frame.time_base \
+        else float(1 / fps)
+    return frame.time + shown if end is None else max(end, frame.time + shown)
 
 
 def check_output_path(path: str | Path, force: bool) -> Path:
@@ -210,7 +323,19 @@ def check_output_path(path: str | Path, force: bool) -> Path:
         raise InputError(f"output {path} is a folder")
     if path.exists() and not force:
         raise OutputExistsError(f"output {path} exists (use --force to overwrite)")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into the output folder {path.parent}: permission denied")
     return path
+
+
+def check_crf(codec: str, crf: int) -> int:
+    """Raise ConfigError unless `crf` is a valid constant rate factor for `codec`; returns it."""
+    if codec not in CRF_RANGES:
+        raise ConfigError(f"unknown video codec {codec!r} (choose from {', '.join(VIDEO_CODECS)})")
+    low, high = CRF_RANGES[codec]
+    if isinstance(crf, bool) or not isinstance(crf, int) or not low <= crf <= high:
+        raise ConfigError(f"--crf {crf} is out of range for {codec} (use {low}–{high})")
+    return crf
 
 
 def _encoder_options(codec: str, crf: int, preset: str) -> dict[str, str]:
@@ -244,6 +369,7 @@ class _AudioRemux:
         self._pending: av.Packet | None = None
         self._out_stream: av.audio.AudioStream | None = None
         self._copy = False
+        self._drop_early = False  # AVI: drop priming packets that end before 0
         self._next_pts: int | None = None  # re-encode: running sample count
 
     @classmethod
@@ -253,7 +379,7 @@ class _AudioRemux:
         if is_image_path(path):
             return None
         with _reading(path):
-            container = av.open(str(path), "r")
+            container = av.open(str(path), "r", metadata_errors="replace")
         if not container.streams.audio:
             container.close()
             return None
@@ -262,6 +388,8 @@ class _AudioRemux:
     def attach(self, out: av.container.OutputContainer) -> None:
         """Add the output audio stream: a copy of the source's, or an AAC/Opus encoder."""
         codec = self._stream.codec_context.codec.canonical_name
+        # AVI keeps no timestamps: a negative one would make FFmpeg shift (and pad) the video.
+        self._drop_early = out.format.name == "avi"
         allowed = COPYABLE_AUDIO.get(out.format.name, out.supported_codecs)
         if codec in allowed:
             with suppress(ValueError):  # FFmpeg refuses the template: re-encode instead
@@ -278,6 +406,9 @@ class _AudioRemux:
         ts = packet.pts if packet.pts is not None else packet.dts
         return float(ts * packet.time_base) - self._offset
 
+    def _end(self, packet: av.Packet) -> float:
+        return self._time(packet) + float((packet.duration or 0) * packet.time_base)
+
     def mux_until(self, out: av.container.OutputContainer, until: float) -> None:
         """Mux source audio packets that start before `until` seconds."""
         while True:
@@ -288,6 +419,8 @@ class _AudioRemux:
             if self._time(self._pending) >= until:
                 return
             packet, self._pending = self._pending, None
+            if self._drop_early and self._end(packet) <= 0:
+                continue  # priming before 0: AVI cannot hold it
             if self._copy:
                 self._mux_copy(out, packet)
             else:
@@ -342,14 +475,18 @@ class VideoWriter:
         self._last_pts = -1
         self._end_time = 0.0  # seconds: end of the latest frame
         self._done = False
+        self._time_base = TIME_BASE  # 1/fps for AVI, which keeps no real timestamps
         self._audio = _AudioRemux.open(audio_from) if audio_from is not None else None
-        self._tmp = self.path.with_name(
-            f".{self.path.stem}.{secrets.token_hex(4)}.tmp{self.path.suffix}")
+        self._tmp: Path | None = None
         try:
-            self._out = av.open(str(self._tmp), "w")
+            self._tmp = temp_beside(self.path)  # created exclusively; av.open writes into it
+        except OSError as e:
+            self._close_early()
+            raise FacevidError(f"cannot write {self.path}: {_reason(e)}") from e
+        try:
+            self._out = av.open(str(self._tmp), "w")  # the muxer goes by the .tmp.mp4 suffix
         except (ValueError, *_READ_ERRORS) as e:
-            if self._audio:
-                self._audio.close()
+            self._close_early()
             raise FacevidError(f"cannot write {self.path}: {_reason(e)} "
                                "(use a .mp4, .mov, .mkv or .webm file name)") from e
         try:
@@ -360,19 +497,27 @@ class VideoWriter:
             self.abort()
             raise
 
+    def _close_early(self) -> None:
+        """Undo a half-done __init__: close the audio source, delete the temp file."""
+        if self._audio:
+            self._audio.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
     def _add_video_stream(self, codec: str, crf: int, preset: str) -> av.video.stream.VideoStream:
         if self._out.format.name == "webm" and codec == "libx264":
             codec = "libvpx-vp9"
-        if codec not in VIDEO_CODECS:
-            raise ConfigError(f"unknown video codec {codec!r} (choose from {', '.join(VIDEO_CODECS)})")
-        options = _encoder_options(codec, crf, preset)
+        options = _encoder_options(codec, check_crf(codec, crf), preset)
         try:
             stream = self._out.add_stream(codec, rate=self.fps)
         except (ValueError, av.error.FFmpegError) as e:
             raise ConfigError(f"cannot put {codec} video in {self.path.name}: {_reason(e)}") from e
         stream.options = options
         stream.pix_fmt = "yuv420p"
-        stream.time_base = stream.codec_context.time_base = TIME_BASE
+        if self._out.format.name == "avi":  # one tick per frame; no B-frames (no pts to reorder by)
+            self._time_base = 1 / self.fps
+            stream.codec_context.max_b_frames = 0
+        stream.time_base = stream.codec_context.time_base = self._time_base
         # Frames are converted from RGB with BT.709 matrices (limited range); say so.
         stream.codec_context.colorspace = stream.codec_context.color_primaries = 1
         stream.codec_context.color_trc = stream.codec_context.color_range = 1
@@ -403,15 +548,16 @@ class VideoWriter:
         image = self._check_image(image)
         start = Fraction(self.frames_written) / self.fps if time is None else time
         # Strictly increasing pts on the fine time base keep VFR timing exactly.
-        pts = max(round(start / TIME_BASE), self._last_pts + 1)
+        tb = self._time_base
+        pts = max(round(start / tb), self._last_pts + 1)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
             format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
-        frame.pts, frame.time_base = pts, TIME_BASE
-        frame.duration = round(1 / (self.fps * TIME_BASE))  # the last frame's shows this long
+        frame.pts, frame.time_base = pts, tb
+        frame.duration = max(1, round(1 / (self.fps * tb)))  # the last frame's shows this long
         try:
             self._out.mux(self._video.encode(frame))
             self._last_pts = pts
-            self._end_time = float((pts + frame.duration) * TIME_BASE)
+            self._end_time = float((pts + frame.duration) * tb)
             if self._audio:  # audio up to the end of this frame; video packets lag behind it
                 self._audio.mux_until(self._out, self._end_time)
         except (av.error.FFmpegError, OSError) as e:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import types
+import warnings
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -12,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facevid.errors import ConfigError, FacevidError, InputError, OutputExistsError
-from facevid.video import (AUDIO_TAIL, Frame, VideoWriter, check_output_path, is_image_path,
-                           iter_frames, probe)
+from facevid.errors import ConfigError, FacevidError, FacevidWarning, InputError, OutputExistsError
+from facevid.video import (AUDIO_TAIL, Frame, VideoWriter, check_crf, check_output_path,
+                           is_image_path, iter_frames, probe)
 
 RED = (255, 0, 0)
 
@@ -439,3 +442,216 @@ def test_writer_rejects_bad_settings(tmp_path):
     with pytest.raises(FacevidError, match="no frames"):
         VideoWriter(tmp_path / "out.mp4", Fraction(25)).close()
     assert files_in(tmp_path) == []
+
+
+# --- truncated and damaged inputs --------------------------------------------------------
+
+def noisy_clip(path: Path, frames: int = 100, **options: str) -> Path:
+    """A 25 fps clip whose frames carry noise, so the header is a small part of the file."""
+    with av.open(str(path), "w", options=options) as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.options = {"preset": "ultrafast", "crf": "23"}
+        for i in range(frames):
+            image = pattern(i)
+            image[12:36] = np.random.default_rng(i).integers(0, 256, (24, 64, 3), np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+def cut(path: Path, fraction: float) -> Path:
+    data = path.read_bytes()
+    short = path.with_name(f"cut-{path.name}")
+    short.write_bytes(data[: int(len(data) * fraction)])
+    return short
+
+
+def read_until_error(path: Path) -> tuple[list[Frame], InputError | None]:
+    frames = []
+    try:
+        for frame in iter_frames(path):
+            frames.append(frame)
+    except InputError as e:
+        return frames, e
+    return frames, None
+
+
+TRUNCATED = r"is truncated or damaged: (\d+) of 100 frames decode \(pass --allow-truncated to keep them\)"
+
+
+@pytest.mark.parametrize("name, options", [("fast.mp4", {"movflags": "faststart"}),  # frame count
+                                           ("clip.mkv", {})])  # no count: the track's duration
+def test_a_truncated_video_raises_after_the_frames_that_decode(tmp_path, capfd, name, options):
+    short = cut(noisy_clip(tmp_path / name, **options), 0.3)
+    frames, error = read_until_error(short)
+    assert error is not None and re.search(TRUNCATED, str(error)) and short.name in str(error)
+    assert 10 <= len(frames) <= 40 and int(re.search(TRUNCATED, str(error))[1]) == len(frames)
+    assert [read_index(f.image) for f in frames] == list(range(len(frames)))
+    with pytest.warns(FacevidWarning, match=r"kept the \d+ of 100 frames") as caught:
+        kept = list(iter_frames(short, allow_truncated=True))
+    assert len(kept) == len(frames) and len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert capfd.readouterr().err == ""  # FFmpeg's own log stays quiet
+
+
+def test_a_truncated_input_aborts_the_writer(tmp_path):
+    short = cut(noisy_clip(tmp_path / "fast.mp4", movflags="faststart"), 0.3)
+    with pytest.raises(InputError, match="truncated"):
+        copy_video(short, tmp_path / "out.mp4")
+    assert files_in(tmp_path) == ["cut-fast.mp4", "fast.mp4"]
+
+
+def test_a_damaged_packet_stops_a_strict_read(tmp_path):
+    clip = noisy_clip(tmp_path / "fast.mp4", movflags="faststart")
+    with av.open(str(clip)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    pos, size = packets[50]
+    data = bytearray(clip.read_bytes())
+    data[pos:pos + size] = b"\xff" * size
+    (tmp_path / "bad.mp4").write_bytes(bytes(data))
+    frames, error = read_until_error(tmp_path / "bad.mp4")
+    assert error is not None and re.search(TRUNCATED, str(error)) and 40 <= len(frames) <= 50
+    with pytest.warns(FacevidWarning, match="of 100 frames"):
+        kept = list(iter_frames(tmp_path / "bad.mp4", allow_truncated=True))
+    assert 95 <= len(kept) < 100  # the frames after the bad packet decode too
+
+
+def _long_audio_mkv(path: Path, start: float) -> Path:
+    """5 frames and 3 s of audio, with the video track's DURATION tag renamed away."""
+    time_base = Fraction(1, 90000)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.time_base = video.codec_context.time_base = time_base
+        video.options = {"preset": "ultrafast"}
+        sound = _add_audio(out, "aac")
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(pattern(i), format="rgb24")
+            frame.pts, frame.time_base = round((i / 25 + start) / time_base), time_base
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        _write_sine(out, sound, 3.0, start)
+    path.write_bytes(path.read_bytes().replace(b"DURATION", b"XURATION"))
+    with av.open(str(path)) as container:  # FFmpeg gives the video the whole file's length
+        stream = container.streams.video[0]
+        length = container.duration / av.time_base
+        assert length > 3 and float(stream.duration * stream.time_base) == pytest.approx(length, abs=1e-3)
+    return path
+
+
+def _vfr_avi(path: Path) -> Path:
+    """AVI keeps a slot per 1/fps: the gaps become empty chunks that count as frames."""
+    with VideoWriter(path, Fraction(25), preset="ultrafast") as writer:
+        for i, time in enumerate([0, 0.04, 0.12, 0.2, 0.6, 0.64]):
+            writer.write(pattern(i), time)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 17
+    return path
+
+
+def _written(path: Path, frames: int = 10, preset: str = "ultrafast") -> Path:
+    with VideoWriter(path, Fraction(25), preset=preset) as writer:
+        for i in range(frames):
+            writer.write(pattern(i))
+    return path
+
+
+@pytest.mark.parametrize("name, make, count", [
+    ("ntsc.mp4", lambda p: make_clip(p, fps=Fraction(30000, 1001), frames=12, audio="aac"), 12),
+    ("vfr.mkv", lambda p: make_clip(p, times=[0, 0.04, 0.1, 0.12, 0.3, 0.34, 0.5, 0.9, 0.94, 1.0]), 10),
+    ("vfr.mp4", lambda p: make_clip(p, times=[0, 0.04, 0.1, 0.12, 0.3, 0.34, 0.5, 0.9, 0.94, 1.0]), 10),
+    ("late.mkv", lambda p: make_clip(p, frames=5, audio="aac", start=1.0), 5),
+    ("rotated.mp4", lambda p: make_clip(p, frames=3, rotation=-90), 3),
+    ("png.mov", lambda p: make_clip(p, frames=3, codec="png", pix_fmt="rgb24"), 3),
+    ("vp9.webm", lambda p: make_clip(p, frames=10, codec="libvpx-vp9", audio="libopus"), 10),
+    ("stream.ts", lambda p: make_clip(p, frames=10, audio="aac", start=0.5), 10),
+    ("clip.nut", lambda p: make_clip(p, frames=10, audio="aac"), 10),
+    ("clip.flv", lambda p: make_clip(p, frames=10, audio="aac"), 10),
+    ("clip.avi", _written, 10),
+    ("vfr.avi", _vfr_avi, 6),
+    ("bframes.mp4", lambda p: _written(p, 30, preset="medium"), 30),  # B-frames, an edit list
+    ("long-audio.mkv", lambda p: _long_audio_mkv(p, 0.0), 5),  # no tag: FFmpeg's fill-in
+    ("late-long-audio.mkv", lambda p: _long_audio_mkv(p, 1.0), 5),
+])
+def test_complete_videos_are_not_called_truncated(tmp_path, name, make, count):
+    path = tmp_path / name
+    make(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frames = list(iter_frames(path))
+    assert len(frames) == count
+
+
+def test_undecodable_metadata_is_not_a_crash(tmp_path):
+    for name in ("title.mkv", "title.mp4"):
+        path = tmp_path / name
+        with av.open(str(path), "w") as out:  # a title tag, then made invalid UTF-8
+            out.metadata["title"] = "QQQQ"
+            video = out.add_stream("libx264", rate=25)
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+            for i in range(3):
+                out.mux(video.encode(av.VideoFrame.from_ndarray(pattern(i), format="rgb24")))
+            out.mux(video.encode(None))
+        path.write_bytes(path.read_bytes().replace(b"QQQQ", b"\xc5\xc5\xc5\xc5"))
+        assert probe(path).width == 64 and len(list(iter_frames(path))) == 3
+
+
+# --- AVI -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fps, preset", [(Fraction(25), "ultrafast"), (Fraction(30000, 1001), "medium")])
+def test_avi_keeps_frame_times_and_count(tmp_path, fps, preset):
+    src = make_clip(tmp_path / "src.mp4", frames=10, audio="aac")  # AAC priming: a negative pts
+    out = tmp_path / "out.avi"
+    with VideoWriter(out, fps, audio_from=src, preset=preset) as writer:
+        for i in range(10):
+            writer.write(pattern(i), float(i / fps))
+    frames = list(iter_frames(out))
+    assert [f.time for f in frames] == pytest.approx([float(i / fps) for i in range(10)], abs=1e-6)
+    assert [read_index(f.image) for f in frames] == list(range(10))
+    info = probe(out)
+    assert (info.frame_count, info.fps, info.has_audio) == (10, fps, True)
+    with av.open(str(out)) as container:  # no B-frames: FFmpeg's own guessed pts are in order too
+        pts = [frame.pts for frame in container.decode(video=0)]
+    assert pts == sorted(pts)
+    assert files_in(tmp_path) == ["out.avi", "src.mp4"]
+
+
+# --- settings and temp files ---------------------------------------------------------------
+
+@pytest.mark.parametrize("codec, high", [("libx264", 51), ("libx265", 51), ("libvpx-vp9", 63),
+                                         ("libsvtav1", 63)])
+def test_check_crf(codec, high):
+    assert check_crf(codec, 0) == 0 and check_crf(codec, high) == high
+    for bad in (-1, high + 1, 99):
+        with pytest.raises(ConfigError, match=f"{codec} \\(use 0–{high}\\)"):
+            check_crf(codec, bad)
+    with pytest.raises(ConfigError, match="unknown video codec"):
+        check_crf("mpeg2", 20)
+
+
+def test_writer_rejects_a_crf_out_of_range(tmp_path):
+    with pytest.raises(ConfigError, match="--crf 99 is out of range for libx264 \\(use 0–51\\)"):
+        VideoWriter(tmp_path / "out.mp4", Fraction(25), crf=99)
+    with pytest.raises(ConfigError, match="0–63"):
+        VideoWriter(tmp_path / "out.mkv", Fraction(25), codec="libvpx-vp9", crf=64)
+    assert files_in(tmp_path) == []
+    VideoWriter(tmp_path / "out.webm", Fraction(25), crf=60).abort()  # webm: libx264 → VP9's range
+
+
+def test_the_temp_file_is_made_beside_the_target_with_plain_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        writer = VideoWriter(tmp_path / "out.mp4", Fraction(25), preset="ultrafast")
+        (tmp,) = files_in(tmp_path)
+        assert re.fullmatch(r"\.out\.mp4\..+\.tmp\.mp4", tmp)
+        writer.write(pattern(0))
+        writer.abort()
+        assert files_in(tmp_path) == []
+        with VideoWriter(tmp_path / "out.mp4", Fraction(25), preset="ultrafast") as writer:
+            writer.write(pattern(0))
+        assert files_in(tmp_path) == ["out.mp4"]
+        assert (tmp_path / "out.mp4").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

@@ -3,7 +3,8 @@
 Layout (little-endian):
 
     magic       4 bytes   b"FVL\\x01"
-    header      u32 length + UTF-8 JSON: format version, model name and sha256, frame rate
+    header      u32 length + UTF-8 JSON: format version, model sha256 (and its name, shown in
+                messages only: never opened as a path), frame rate
                 (numerator, denominator), crop size and spec, groups G, codebook size V,
                 bits per code, flow components C and bits per level, content shape,
                 source frame size
@@ -21,8 +22,11 @@ with an InputError.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import reprlib
 import struct
 import zlib
 from dataclasses import dataclass
@@ -32,12 +36,48 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from facevid.atomic import temp_beside
 from facevid.errors import InputError
 
 MAGIC = b"FVL\x01"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
 FRAME_TAG, END_TAG = 0x46, 0x45
+MAX_HEADER_BYTES = 1 << 16
+MAX_NAME = 200
+MAX_FPS, MIN_FPS = 1000, Fraction(1, 1000)
+MAX_SOURCE_SIZE = 16384
+MAX_TIME = 1e7               # seconds (about 116 days)
+MAX_COORD = 1e7              # pixels: a face frame's transform, and its crop mapped back into the frame
+_MISSING = object()
+
+
+def _whole(low: int, high: int) -> tuple:
+    return (lambda v: type(v) is int and low <= v <= high), f"a whole number in {low}..{high}"
+
+
+def _real(low: float, high: float) -> tuple:
+    return (lambda v: type(v) in (int, float) and low <= v <= high), f"a number in {low}..{high}"
+
+
+def _pair(low: int, high: int) -> tuple:
+    ok, what = _whole(low, high)
+    return (lambda v: type(v) is list and len(v) == 2 and all(map(ok, v))), f"a list of two of {what}"
+
+
+_NAME = (lambda v: type(v) is str and 0 < len(v) <= MAX_NAME and v.isprintable()), \
+    f"a printable name of 1..{MAX_NAME} characters"
+_SHA256 = (lambda v: type(v) is str and re.fullmatch("[0-9a-f]{64}", v) is not None), "64 lowercase hex digits"
+
+
+def _field(doc: dict, path, key: str, check: tuple, default=_MISSING):
+    """doc[key] if it passes `check` (a predicate and what it wants), else an InputError naming both."""
+    value = doc.get(key, default)
+    ok, what = check
+    if value is _MISSING or not ok(value):
+        got = "nothing" if value is _MISSING else reprlib.repr(value)
+        raise InputError(f"{path} has a broken .fvl header ({key} must be {what}, got {got})")
+    return value
 
 
 @dataclass
@@ -83,20 +123,31 @@ class FvlHeader:
                 "flow_components": self.flow_components, "flow_bits": self.flow_bits}
 
     @classmethod
-    def from_json(cls, doc: dict, path) -> "FvlHeader":
-        if doc.get("format") != "facevid-fvl" or doc.get("version") not in READABLE_VERSIONS:
-            raise InputError(f"{path} is an .fvl file of an unknown version ({doc.get('version')})")
-        try:
-            header = cls(doc["model"], doc["model_sha256"], Fraction(*doc["fps"]), int(doc["crop_size"]),
-                         float(doc["crop_margin"]), float(doc["crop_center_y"]), int(doc["groups"]),
-                         int(doc["codebook"]), tuple(doc["content_shape"]), int(doc["motion_dim"]),
-                         tuple(doc["source_size"]), int(doc.get("flow_components", 0)), int(doc.get("flow_bits", 0)))
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
-            raise InputError(f"{path} has a broken .fvl header ({error})") from error
-        if header.groups < 1 or header.codebook < 2 or header.flow_components < 0 or not (
-                0 < header.flow_bits <= 16 if header.flow_components else header.flow_bits == 0):
-            raise InputError(f"{path} has a broken .fvl header (code layout)")
+    def from_json(cls, doc, path) -> "FvlHeader":
+        """Check every field's type and range (no model needed); anything else is an InputError."""
+        if not isinstance(doc, dict) or doc.get("format") != "facevid-fvl":
+            raise InputError(f"{path} has a broken .fvl header (not a facevid-fvl header)")
+        version = doc.get("version")
+        if type(version) is not int or version not in READABLE_VERSIONS:
+            raise InputError(f"{path} is an .fvl file of an unknown version ({reprlib.repr(version)})")
+        field = functools.partial(_field, doc, path)
+        header = cls(field("model", _NAME), field("model_sha256", _SHA256), Fraction(*field("fps", _pair(1, 10 ** 9))),
+                     field("crop_size", _whole(16, 1024)), float(field("crop_margin", _real(0, 2))),
+                     float(field("crop_center_y", _real(-10, 10))), field("groups", _whole(1, 4096)),
+                     field("codebook", _whole(2, 1 << 16)), tuple(field("content_shape", _pair(1, 1 << 16))),
+                     field("motion_dim", _whole(1, 1 << 20)), tuple(field("source_size", _pair(1, MAX_SOURCE_SIZE))),
+                     field("flow_components", _whole(0, 4096), 0), field("flow_bits", _whole(0, 16), 0))
+        header._check_layout(doc, path)
         return header
+
+    def _check_layout(self, doc: dict, path) -> None:
+        """The fields that must agree with each other."""
+        if not MIN_FPS <= self.fps <= MAX_FPS:
+            raise InputError(f"{path} has a broken .fvl header (fps {float(self.fps):g} is not in "
+                             f"{float(MIN_FPS):g}..{MAX_FPS})")
+        if (self.flow_bits == 0) != (self.flow_components == 0) or self.motion_dim % self.groups \
+                or doc.get("code_bits", self.code_bits) != self.code_bits:
+            raise InputError(f"{path} has a broken .fvl header (code layout)")
 
 
 @dataclass
@@ -126,10 +177,18 @@ class FvlWriter:
     def __init__(self, path: Path, header: FvlHeader, reference_png: bytes, content: np.ndarray,
                  ref_motion: np.ndarray):
         self.path, self.header = Path(path), header
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self.file: BinaryIO = open(self.tmp, "wb")
+        self.tmp = temp_beside(self.path)   # created exclusively, a random name: no planted link is followed
         self.crc, self.frames = 0, 0
-        blob = json.dumps(header.to_json()).encode()
+        self.file: BinaryIO | None = None
+        try:
+            self.file = open(self.tmp, "wb")
+            self._start(reference_png, content, ref_motion)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _start(self, reference_png: bytes, content: np.ndarray, ref_motion: np.ndarray) -> None:
+        blob = json.dumps(self.header.to_json()).encode()
         self._put(MAGIC + struct.pack("<I", len(blob)) + blob)
         self._put(struct.pack("<I", len(reference_png)) + reference_png)
         payload = content.astype("<f2").tobytes() + ref_motion.astype("<f4").tobytes()
@@ -150,15 +209,19 @@ class FvlWriter:
         self.frames += 1
 
     def close(self) -> Path:
-        tail = struct.pack("<BI", END_TAG, self.frames)
-        self._put(tail)
-        self.file.write(struct.pack("<I", self.crc))
-        self.file.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self._put(struct.pack("<BI", END_TAG, self.frames))
+            self.file.write(struct.pack("<I", self.crc))
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return self.path
 
     def abort(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self):
@@ -188,7 +251,7 @@ def _take(data: bytes, offset: int, size: int, path) -> tuple[bytes, int]:
 
 
 def read_fvl(path: str | Path) -> FvlFile:
-    """Parse and check an .fvl file completely (CRC, lengths, tags, code ranges)."""
+    """Parse and check an .fvl file completely (CRC, lengths, tags, field types and ranges, code ranges)."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
@@ -203,23 +266,51 @@ def read_fvl(path: str | Path) -> FvlFile:
         raw, offset = _take(data, offset, 4, path)
         blob, offset = _take(data, offset, struct.unpack("<I", raw)[0], path)
         sections.append(blob)
-    try:
-        header = FvlHeader.from_json(json.loads(sections[0]), path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} has a broken .fvl header") from error
-    k, e = header.content_shape
-    if len(sections[2]) != k * e * 2 + header.motion_dim * 4:
-        raise InputError(f"{path} has a content section of the wrong size")
-    content = np.frombuffer(sections[2][: k * e * 2], "<f2").astype(np.float32).reshape(k, e)
-    ref_motion = np.frombuffer(sections[2][k * e * 2:], "<f4").astype(np.float32)
+    header = FvlHeader.from_json(_header_doc(sections[0], path), path)
+    content, ref_motion = _content(sections[2], header, path)
     frames = list(_frames(data, offset, header, path))
     return FvlFile(header, sections[1], content, ref_motion, frames)
+
+
+def _header_doc(blob: bytes, path):
+    """The header's JSON (any JSON value: from_json checks its shape)."""
+    if len(blob) > MAX_HEADER_BYTES:
+        raise InputError(f"{path} has a broken .fvl header (over {MAX_HEADER_BYTES} bytes)")
+    try:
+        return json.loads(blob)
+    except (ValueError, RecursionError) as error:   # bad JSON or UTF-8, huge numbers, deep nesting
+        raise InputError(f"{path} has a broken .fvl header (not valid JSON)") from error
+
+
+def _content(section: bytes, header: FvlHeader, path) -> tuple[np.ndarray, np.ndarray]:
+    k, e = header.content_shape
+    if len(section) != k * e * 2 + header.motion_dim * 4:
+        raise InputError(f"{path} has a content section of the wrong size")
+    content = np.frombuffer(section[: k * e * 2], "<f2").astype(np.float32).reshape(k, e)
+    ref_motion = np.frombuffer(section[k * e * 2:], "<f4").astype(np.float32)
+    if not (np.isfinite(content).all() and np.isfinite(ref_motion).all()):
+        raise InputError(f"{path} is corrupt (content values that are not finite)")
+    return content, ref_motion
+
+
+def _plausible(transform: np.ndarray, size: int) -> bool:
+    """Whether a frame→crop transform and the crop's corners mapped back into the frame stay within MAX_COORD."""
+    a = transform.astype(np.float64)
+    if not (np.abs(a) <= MAX_COORD).all():
+        return False
+    det = a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0]
+    if det == 0:   # inverted as all zeros (as OpenCV does): the crop lands on one pixel
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        inverse = np.array([[a[1, 1], -a[0, 1]], [-a[1, 0], a[0, 0]]]) / det
+        corners = (np.array([[0, 0], [size, 0], [0, size], [size, size]]) - a[:, 2]) @ inverse.T
+    return bool((np.abs(corners) <= MAX_COORD).all())
 
 
 def _frames(data: bytes, offset: int, header: FvlHeader, path) -> Iterator[FvlFrame]:
     code_bytes = (header.bits_per_frame + 7) // 8
     widths, limits = header.widths, header.limits
-    count = 0
+    count, last_time = 0, -MAX_TIME
     while True:
         tag, offset = _take(data, offset, 1, path)
         if tag[0] == END_TAG:
@@ -233,7 +324,11 @@ def _frames(data: bytes, offset: int, header: FvlHeader, path) -> Iterator[FvlFr
         time_s, face = struct.unpack("<dB", raw[:9])
         transform = np.frombuffer(raw[9:33], "<f4").reshape(2, 3).copy()
         codes = unpack_codes(raw[33:], widths)
-        if (codes >= limits).any() or not np.isfinite(time_s) or not np.isfinite(transform).all():
-            raise InputError(f"{path} is corrupt (values out of range)")
-        count += 1
+        if (codes >= limits).any() or face > 1 or not np.isfinite(transform).all() or (
+                face and not _plausible(transform, header.crop_size)):
+            raise InputError(f"{path} is corrupt (values out of range in frame {count})")
+        if not last_time <= time_s <= MAX_TIME:   # also false for NaN
+            raise InputError(f"{path} is corrupt (frame {count} is at {time_s!r} s: times must be finite, "
+                             f"within ±{MAX_TIME:g} s and never decrease)")
+        count, last_time = count + 1, time_s
         yield FvlFrame(time_s, bool(face), transform, codes)

@@ -7,9 +7,12 @@ library (FacevidError) and from the command line become one line on stderr and e
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -17,7 +20,9 @@ import typer
 
 from facevid import __version__
 from facevid.config import DEFAULT_MOTION
-from facevid.errors import FacevidError
+from facevid.errors import FacevidError, FacevidWarning, Interrupted
+
+_default_showwarning = warnings.showwarning
 
 EXAMPLES = """
 Examples:
@@ -48,22 +53,42 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Edit and generate talking-face video."""
 
 
+ALLOW_TRUNCATED_HELP = "Keep what decodes of a video that ends early or is damaged (warns); default: an error."
+
+
 def _fail(message: str, code: int = 1):
     print(f"facevid: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
 
 def _friendly(command):
-    """Run a command; library errors become one line and exit 1, Ctrl-C exits 130."""
+    """Run a command; library errors become one line and exit 1, Ctrl-C exits 130, SIGTERM 143."""
     @functools.wraps(command)
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except FacevidError as error:
             _fail(str(error))
+        except Interrupted:
+            _fail("terminated (no output was written)", 143)
         except KeyboardInterrupt:
             _fail("interrupted (no output was written)", 130)
+        except OSError as error:   # a file system refusal the library did not word itself
+            where = f" {error.filename}" if error.filename else ""
+            _fail(f"cannot write or read{where}: {error.strerror or error}")
     return run
+
+
+def _terminate(signum, frame):
+    """SIGTERM becomes an exception, so outputs' temp files are removed on the way out."""
+    raise Interrupted()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, FacevidWarning):
+        print(f"facevid: warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 @app.command(epilog="Example: facevid track talk.mp4 -o tracked.mp4 --crops crops.mp4 --json > track.json")
@@ -81,8 +106,9 @@ def track(
     codec: str = typer.Option("libx264", "--codec", help="Video codec: libx264, libx265, libvpx-vp9, libsvtav1."),
     crf: int = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
+    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary with per-frame records."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
     """Find and follow the face; draw the track, optionally write the aligned crops."""
     from facevid.pipeline import JsonFrames, track as run_track
@@ -90,7 +116,7 @@ def track(
     records = JsonFrames() if as_json else None
     summary = run_track(video, output, crops=crops, aligner=aligner, face=face, size=size, margin=margin,
                         detect_every=detect_every, smooth=not no_smooth, codec=codec, crf=crf, force=force,
-                        progress=not quiet, on_frame=records)
+                        progress=not quiet, allow_truncated=allow_truncated, on_frame=records)
     if records is not None:
         records.dump(summary.to_json(), sys.stdout)
     elif not quiet:
@@ -109,8 +135,10 @@ def prepare(
     images: bool = typer.Option(False, "--images", help="Also take still images (as one-frame clips)."),
     no_landmarks68: bool = typer.Option(False, "--no-landmarks68", help="Skip the 68-point landmarks."),
     aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    retry_skipped: bool = typer.Option(False, "--retry-skipped",
+                                       help="Try again the files an earlier run skipped (default: only changed ones)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
     """Track and crop every video in a folder into a training cache (resumable)."""
     from dataclasses import asdict
@@ -118,10 +146,11 @@ def prepare(
     from facevid.prepare import prepare as run_prepare
 
     summary = run_prepare(videos, output, size=size, margin=margin, labels=labels, images=images,
-                          landmarks68=not no_landmarks68, aligner=aligner, progress=not quiet)
+                          landmarks68=not no_landmarks68, aligner=aligner, progress=not quiet,
+                          retry_skipped=retry_skipped)
     if as_json:
         print(json.dumps(asdict(summary), indent=1))
-    else:
+    elif not quiet:
         print(f"{summary.clips} clips, {summary.frames} frames in {summary.cache} "
               f"({summary.added} added, {summary.resumed} already there, {len(summary.skipped)} skipped)",
               file=sys.stderr)
@@ -163,9 +192,9 @@ def train(
     else:
         print(f"{summary.steps} steps ({summary.stopped}) in {summary.minutes:.1f} min, "
               f"{summary.frames_per_second:.1f} frames/s -> {summary.weights}", file=sys.stderr)
-    if summary.stopped == "interrupted":
-        print(f"facevid: interrupted at step {summary.steps}; saved, continue with --resume", file=sys.stderr)
-        raise typer.Exit(130)
+    if summary.stopped in ("interrupted", "terminated"):
+        print(f"facevid: {summary.stopped} at step {summary.steps}; saved, continue with --resume", file=sys.stderr)
+        raise typer.Exit(130 if summary.stopped == "interrupted" else 143)
 
 
 @app.command(name="train-mouth", epilog="Example: facevid train-mouth ./cache --weights small -o mouth.safetensors "
@@ -202,7 +231,7 @@ def train_mouth(
                                   "splits/faces_eval.txt --sheet eval.png --synthetic")
 @_friendly
 def evaluate(
-    weights: Path = typer.Argument(..., help="Model weights (safetensors)."),
+    weights: str = typer.Argument(..., help="Model weights: a name in weights.toml (e.g. small) or a file."),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared cache with the evaluation clips."),
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="Only these identities (one per line)."),
     max_frames: int = typer.Option(100, "--max-frames", help="Frames per clip."),
@@ -212,6 +241,8 @@ def evaluate(
     cross: bool = typer.Option(False, "--cross", help="Also cross-reenactment (identity, motion, TL/TG-ID)."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Also the synthetic-head benchmark (identity and motion factor errors)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing sheets."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
     """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines;
@@ -221,10 +252,17 @@ def evaluate(
     from facevid.evaluate import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
     from facevid.factors import SYNTHETIC_COLUMNS, synthetic_benchmark
     from facevid.report import save_grid
-    from facevid.train import load_weights
+    from facevid.video import check_output_path
+    from facevid.weights import load_model
 
     if data is None and not synthetic:
         raise InputError("pass --data with the evaluation clips (or --synthetic for the synthetic benchmark alone)")
+    if sheet is not None:
+        if sheet.suffix.lower() != ".png":
+            raise InputError(f"--sheet must name a .png file, got {sheet.name}")
+        wanted = [""] + (["_cross"] if cross and data is not None else []) + (["_synthetic"] if synthetic else [])
+        for suffix in wanted:
+            check_output_path(sheet.with_name(sheet.stem + suffix + sheet.suffix), force)
     clips: list = []
     if data is not None:
         identities = read_identities(holdout)
@@ -233,7 +271,7 @@ def evaluate(
         if not clips:
             raise InputError(f"no evaluation clips in {data}"
                              + (f" for the identities in {holdout}" if holdout else ""))
-    model = load_weights(weights)
+    model = load_model(weights, device)
     rows: list = []
     cross_rows: list = []
     synthetic_rows: list = []
@@ -321,24 +359,28 @@ def transfer(
                                     "points, measured best), 'keypoints' (the model's KeypointNet) or 'codes' (what the "
                                     "motion codes imply, as decode does)."),
     aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    face: int = typer.Option(1, "--face", help="Which face of the source to animate: 1 = largest, 2 = second, ..."),
+    driver_face: int = typer.Option(1, "--driver-face", help="Which face of the driver gives the motion."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     codec: str = typer.Option("libx264", "--codec", help="Video codec."),
     crf: int = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
+    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
-    """Animate a face (photo or video) with the motion of a driving video."""
+    """Animate a face (photo or video) with the motion of a driving video, or with the
+    expression of a driving photo (an image output holds that one frame)."""
     from facevid.transfer import transfer as run_transfer
 
     summary = run_transfer(source, driver, output, weights=weights, steps=steps, guidance=guidance, seed=seed,
                            absolute=absolute, paste=not no_paste_back, colour_match=not no_colour_match,
-                           window=window, motion=motion, aligner=aligner, device=device, codec=codec, crf=crf,
-                           force=force,
+                           window=window, motion=motion, aligner=aligner, face=face, driver_face=driver_face,
+                           allow_truncated=allow_truncated, device=device, codec=codec, crf=crf, force=force,
                            progress=not quiet)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
-    else:
+    elif not quiet:
         print(f"{summary.frames} frames at {summary.fps:.1f} fps -> {summary.output}", file=sys.stderr)
 
 
@@ -350,18 +392,21 @@ def encode(
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights name (weights.toml) or file."),
     window: int = typer.Option(16, "--window", help="Frames per batch."),
     aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    face: int = typer.Option(1, "--face", help="Which face to encode: 1 = largest, 2 = second largest, ..."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
+    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
     """Encode a clip as content + discrete motion codes (.fvl); prints bits per frame."""
     from facevid.codec import encode as run_encode
 
-    summary = run_encode(video, output, weights=weights, window=window, aligner=aligner, force=force,
-                         progress=not quiet)
+    summary = run_encode(video, output, weights=weights, window=window, aligner=aligner, face=face, device=device,
+                         allow_truncated=allow_truncated, force=force, progress=not quiet)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
-    else:
+    elif not quiet:
         print(f"{summary.frames} frames, motion {summary.bits_per_frame} bits/frame = {summary.motion_kbps:.2f} "
               f"kbit/s, file {summary.file_bytes} bytes -> {summary.output}", file=sys.stderr)
 
@@ -375,18 +420,24 @@ def decode(
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights (default: those named in the file)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (0: warp only, 1: mean)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    window: int = typer.Option(16, "--window", help="Frames per batch."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    codec: str = typer.Option("libx264", "--codec", help="Video codec."),
+    crf: int = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
+    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
     """Rebuild a video from an .fvl file."""
     from facevid.codec import decode as run_decode
 
-    summary = run_decode(fvl, output, weights=weights, background=background, steps=steps, seed=seed, force=force,
-                         progress=not quiet)
+    summary = run_decode(fvl, output, weights=weights, background=background, steps=steps, seed=seed,
+                         window=window, device=device, allow_truncated=allow_truncated, codec=codec, crf=crf,
+                         force=force, progress=not quiet)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
-    else:
+    elif not quiet:
         print(f"{summary.frames} frames at {summary.fps:.1f} fps -> {summary.output}", file=sys.stderr)
 
 
@@ -398,16 +449,17 @@ app.add_typer(weights_app, name="weights")
 @_friendly
 def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """The weights listed in weights.toml: name, file, size, preset, training, results."""
-    from facevid.weights import registry
+    from facevid.weights import registry, weights_state
 
     entries = registry()
     if as_json:
-        print(json.dumps({n: {**e.info, "exists": e.path.exists()} for n, e in entries.items()}, indent=1))
+        print(json.dumps({n: {**e.info, "exists": e.path.exists(), "state": weights_state(e)}
+                          for n, e in entries.items()}, indent=1))
         return
     if not entries:
         print("no weights listed in weights.toml")
     for name, entry in entries.items():
-        state = "present" if entry.path.exists() else "MISSING"
+        state = weights_state(entry)
         print(f"{name}: {entry.path.name} ({entry.size / 1e6:.1f} MB, {state}), preset {entry.info.get('preset')}, "
               f"{entry.info.get('steps')} steps")
 
@@ -428,6 +480,9 @@ def weights_verify():
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one line too (exit 2)."""
+    with contextlib.suppress(ValueError):   # not the main thread (an embedding program's): leave SIGTERM alone
+        signal.signal(signal.SIGTERM, _terminate)
+    warnings.showwarning = _show_warning
     try:
         code = app(args=argv, prog_name="facevid", standalone_mode=False)
     except typer.TyperException as error:  # click usage errors (unknown option, bad value)
@@ -436,7 +491,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         print(f"facevid: error: {error.format_message()} (see 'facevid --help')", file=sys.stderr)
         sys.exit(getattr(error, "exit_code", 2) or 2)
-    except typer.Abort:
-        print("facevid: error: aborted", file=sys.stderr)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt) as error:   # a signal outside a command's own handling
+        terminated = isinstance(error, Interrupted) or isinstance(error.__cause__, Interrupted)
+        print(f"facevid: error: {'terminated' if terminated else 'aborted'}", file=sys.stderr)
+        sys.exit(143 if terminated else 130)
     sys.exit(code if isinstance(code, int) else 0)

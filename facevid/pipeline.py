@@ -58,12 +58,13 @@ def draw_track(frame: np.ndarray, face: TrackedFace, size: int) -> np.ndarray:
 def track(video: str | Path, output: str | Path, *, crops: str | Path | None = None, aligner: str = "auto",
           face: int = 1, size: int = 256, margin: float = 0.5, detect_every: int = 1, smooth: bool = True,
           codec: str = "libx264", crf: int = 18, force: bool = False, progress: bool = True,
-          on_frame: Callable[[TrackedFace], None] | None = None) -> TrackSummary:
+          allow_truncated: bool = False, on_frame: Callable[[TrackedFace], None] | None = None) -> TrackSummary:
     """Follow the face through `video`; write it with the track drawn (and the crop stream).
 
     Raises NoFaceError (leaving no output) when no frame has a face."""
-    from facevid.video import VideoWriter, check_output_path, probe
+    from facevid.video import VideoWriter, check_crf, check_output_path, iter_frames, probe
 
+    check_crf(codec, crf)
     info = probe(video)
     spec = CropSpec(size=size, margin=margin)
     outputs = [check_output_path(output, force)] + ([check_output_path(crops, force)] if crops else [])
@@ -77,7 +78,7 @@ def track(video: str | Path, output: str | Path, *, crops: str | Path | None = N
     with VideoWriter(output, info.fps, audio_from=video, codec=codec, crf=crf, force=force) as drawn, \
             (VideoWriter(crops, info.fps, codec=codec, crf=crf, force=force) if crops else nullcontext()) as crop_writer, \
             progress_bar("track", info.frame_count, enabled=progress) as advance:
-        for frame in _frames(video):
+        for frame in iter_frames(video, allow_truncated=allow_truncated):
             tracked = tracker.update(frame.image, frame.index, frame.time)
             _count(summary, tracked)
             drawn.write(draw_track(frame.image, tracked, size), frame.time)
@@ -88,16 +89,10 @@ def track(video: str | Path, output: str | Path, *, crops: str | Path | None = N
                 on_frame(tracked)
             advance(1)
         if summary.frames_with_face == 0:
-            raise NoFaceError(f"no face found in any of the {summary.frames} frames of {video}")
+            raise NoFaceError(tracker.not_found(f"{video} ({summary.frames} frames)"))
     summary.seconds = clock.perf_counter() - start
     summary.fps = summary.frames / max(summary.seconds, 1e-9)
     return summary
-
-
-def _frames(video):
-    from facevid.video import iter_frames
-
-    return iter_frames(video)
 
 
 def _count(summary: TrackSummary, tracked: TrackedFace) -> None:

@@ -38,13 +38,13 @@ class TransferSummary:
         return asdict(self)
 
 
-def _source_frames(source, tracker) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def _source_frames(source, tracker, allow_truncated: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """(frame, frame→crop transform) of the source, for every output frame: a photo repeats,
     a video plays and then holds its last frame; a frame without a face keeps the last transform."""
     from facevid.video import iter_frames
 
     last = None
-    for frame in iter_frames(source):
+    for frame in iter_frames(source, allow_truncated=allow_truncated):
         face = tracker.update(frame.image, frame.index, frame.time)
         last = (frame.image, face.transform if face.found else (last[1] if last else None))
         yield last
@@ -52,15 +52,15 @@ def _source_frames(source, tracker) -> Iterator[tuple[np.ndarray, np.ndarray | N
         yield last
 
 
-def _reference(source, tracker):
+def _reference(source, tracker, allow_truncated: bool = False):
     """The first source frame with a face, and the tracked face (its frame→crop transform)."""
     from facevid.video import iter_frames
 
-    for frame in iter_frames(source):
+    for frame in iter_frames(source, allow_truncated=allow_truncated):
         face = tracker.update(frame.image, frame.index, frame.time)
         if face.found:
             return frame.image, face
-    raise NoFaceError(f"no face found in the source {source}")
+    raise NoFaceError(tracker.not_found(f"the source {source}"))
 
 
 # "landmarks": the face tracker's 68 landmarks (dlib, as in the training data) of source and
@@ -78,14 +78,20 @@ class Animator:
     """The model side of a transfer: the source's content and keypoints, the driver's reference.
 
     With motion="landmarks", `source_points` (K, 2) and each call's `driver_points` (T, K, 2)
-    are the 68 landmarks in crop pixels."""
+    are the 68 landmarks in crop pixels. With `expression` (a still driver, which has no motion
+    of its own), each driver frame's expression is put on the source's face: the source is
+    warped, as its own face, to `expression_target` of its landmarks and the driver's."""
 
     def __init__(self, model, source_crop: np.ndarray, *, steps: int, guidance: float, seed: int, relative: bool,
-                 device: str = "cpu", motion: str = "codes", source_points: np.ndarray | None = None):
+                 device: str = "cpu", motion: str = "codes", source_points: np.ndarray | None = None,
+                 expression: bool = False):
         if motion not in MOTION_SOURCES:
             raise ConfigError(f"unknown --motion '{motion}' (choose from {', '.join(MOTION_SOURCES)})")
         if motion == "landmarks" and source_points is None:
             raise ValueError("motion='landmarks' needs the source's landmarks")
+        if expression and motion != "landmarks":
+            raise ConfigError("an image driver gives its expression by its landmarks: use --motion landmarks")
+        self.expression, self.source_pixels = expression, source_points
         self.model, self.steps, self.guidance, self.relative, self.device = model, steps, guidance, relative, device
         self.motion_source = motion
         with torch.no_grad():
@@ -103,6 +109,8 @@ class Animator:
     def __call__(self, driver_crops: list[np.ndarray], driver_points: np.ndarray | None = None) -> list[np.ndarray]:
         """Generated crops (out_size) for a window of driver crops (out_size)."""
         model, cfg = self.model, self.model.cfg
+        if self.expression:
+            return self._expression(driver_points)
         frames = to_tensor(np.stack(driver_crops), cfg.out_size).to(self.device)[None]   # (1, T, 3, S, S)
         if self.driver_ref_crop is None:   # motion is measured from the driver's first frame, or from the source
             self.driver_ref_crop = frames[:, 0] if self.relative else self.source
@@ -128,45 +136,71 @@ class Animator:
                            driver_ref_points=driver_ref_points)
         return [to_uint8(f) for f in out[0]]
 
+    def _expression(self, driver_points: np.ndarray) -> list[np.ndarray]:
+        from facevid.expression import expression_target
+
+        size = self.model.cfg.out_size
+        targets = np.stack([expression_target(self.source_pixels, d) for d in driver_points])
+        target = crop_points(targets, size)[None].to(self.device)                        # (1, T, K, 2)
+        motion = self.source_motion[:, None].expand(-1, len(targets), -1)                # its own, unchanged
+        out = self.model.decode(self.source, self.source_points, self.source_motion, motion, self.content,
+                                steps=self.steps, guidance=self.guidance, generator=self.generator,
+                                target_points=target, driver_ref_points=self.source_points)
+        return [to_uint8(f) for f in out[0]]
+
 
 def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weights: str | None = None,
              steps: int | None = None, guidance: float = 1.0, seed: int = 0, absolute: bool = False,
              paste: bool = True, colour_match: bool = True, window: int = 16, aligner: str = "auto",
-             motion: str = DEFAULT_MOTION,
+             motion: str = DEFAULT_MOTION, face: int = 1, driver_face: int = 1, allow_truncated: bool = False,
              device: str = "cpu", codec: str = "libx264", crf: int = 18, force: bool = False,
              progress: bool = True) -> TransferSummary:
-    """Write `output`: the source face moving like the driver, with the driver's sound."""
+    """Write `output`: the source face moving like the driver, with the driver's sound.
+
+    A still driver lends its expression (mouth, eyes, brows) to the source's face; an image
+    output (.png, .jpg, ...) takes a still driver and holds the one frame."""
     from facevid.face import FaceTracker, Landmarks68, make_backend
+    from facevid.image_writer import ImageWriter
     from facevid.progress import progress_bar
-    from facevid.video import VideoWriter, check_output_path, iter_frames, probe
+    from facevid.video import VideoWriter, check_crf, check_output_path, is_image_path, iter_frames, probe
     from facevid.weights import load_model
 
     if window < 1:
         raise ConfigError(f"--window must be 1 or more, got {window}")
+    if motion not in MOTION_SOURCES:
+        raise ConfigError(f"unknown --motion '{motion}' (choose from {', '.join(MOTION_SOURCES)})")
+    check_crf(codec, crf)
     probe(source)
     drv_info = probe(driver)
     out = check_output_path(output, force)
     if out.resolve() in {Path(source).resolve(), Path(driver).resolve()}:
         raise ConfigError("the output must not be one of the inputs")
+    still_out, expression = is_image_path(out), drv_info.is_image and not absolute
+    if still_out and not drv_info.is_image:
+        raise ConfigError(f"{out.name} is an image, which holds one frame: drive it with an image, or write a video")
+    if expression and motion != "landmarks":
+        raise ConfigError("an image driver gives its expression by its landmarks: use --motion landmarks")
     model = load_model(weights, device)
     cfg = model.cfg
     spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
     backend = make_backend(aligner)
     marks68 = Landmarks68(spec) if motion == "landmarks" else None
-    first_image, first_face = _reference(source, FaceTracker(backend, spec))
-    backgrounds = _source_frames(source, FaceTracker(backend, spec))
+    first_image, first_face = _reference(source, FaceTracker(backend, spec, face=face), allow_truncated)
+    backgrounds = _source_frames(source, FaceTracker(backend, spec, face=face), allow_truncated)
     source_crop = cut_crop(first_image, first_face.transform, cfg.out_size)
     source_points = marks68(first_image, first_face) if marks68 else None
     animate = Animator(model, source_crop, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
-                       seed=seed, relative=not absolute, device=device, motion=motion, source_points=source_points)
+                       seed=seed, relative=not absolute, device=device, motion=motion, source_points=source_points,
+                       expression=expression)
     summary = TransferSummary(str(source), str(driver), str(out), steps=animate.steps, relative=not absolute)
-    tracker = FaceTracker(backend, spec)
+    tracker = FaceTracker(backend, spec, face=driver_face)
     mask = crop_mask(cfg.out_size, "face")
     started = clock.perf_counter()
     pending: list = []
     last_crop, last_points = source_crop, source_points   # until the driver shows a face, the source rests
-    with VideoWriter(out, drv_info.fps, audio_from=driver, codec=codec, crf=crf, force=force) as writer, \
-            progress_bar("transfer", drv_info.frame_count, enabled=progress) as advance:
+    writer = ImageWriter(out, force=force) if still_out else \
+        VideoWriter(out, drv_info.fps, audio_from=driver, codec=codec, crf=crf, force=force)
+    with writer, progress_bar("transfer", drv_info.frame_count, enabled=progress) as advance:
 
         def flush():
             if not pending:
@@ -182,21 +216,20 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
                 advance(1)
             pending.clear()
 
-        for frame in iter_frames(driver):
-            face = tracker.update(frame.image, frame.index, frame.time)
-            if face.found:
-                last_crop = cut_crop(frame.image, face.transform, cfg.out_size)
-                last_points = marks68(frame.image, face) if marks68 else None
+        for frame in iter_frames(driver, allow_truncated=allow_truncated):
+            found = tracker.update(frame.image, frame.index, frame.time)
+            if found.found:
+                last_crop = cut_crop(frame.image, found.transform, cfg.out_size)
+                last_points = marks68(frame.image, found) if marks68 else None
             else:
                 summary.driver_frames_without_face += 1
             pending.append((frame.time, next(backgrounds), last_crop, last_points))
             summary.frames += 1
             if len(pending) == window:
                 flush()
-        flush()
         if summary.frames == summary.driver_frames_without_face:
-            raise NoFaceError(f"no face found in any of the {summary.frames} frames of the driver {driver}")
+            raise NoFaceError(tracker.not_found(f"the driver {driver} ({summary.frames} frames)"))
+        flush()
     summary.seconds = clock.perf_counter() - started
     summary.fps = summary.frames / max(summary.seconds, 1e-9)
     return summary
-

@@ -1,0 +1,53 @@
+"""`ImageWriter`: a one-frame output written as a still image (PNG, JPEG, ...), atomically,
+with the interface of `facevid.video.VideoWriter` so a task's loop writes either."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facevid.errors import FacevidError
+
+
+class ImageWriter:
+    """Writes the one frame it is given to `path` (by its extension) when closed; a second frame is an error."""
+
+    def __init__(self, path: str | Path, *, force: bool = False):
+        from facevid.video import check_output_path
+
+        self.path = check_output_path(path, force)
+        self.frames_written = 0
+        self._image: np.ndarray | None = None
+
+    def write(self, image: np.ndarray, time: float | None = None) -> None:
+        if self._image is not None:
+            raise FacevidError(f"{self.path} is an image: it holds one frame (write a video to hold more)")
+        self._image = np.ascontiguousarray(image)
+        self.frames_written = 1
+
+    def close(self) -> Path:
+        from facevid.atomic import write_bytes
+
+        if self._image is None:
+            raise FacevidError(f"no frame was written to {self.path}")
+        ok, data = cv2.imencode(self.path.suffix.lower(), cv2.cvtColor(self._image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise FacevidError(f"cannot encode an image as {self.path.suffix}")
+        try:
+            return write_bytes(self.path, data.tobytes())
+        except OSError as error:
+            raise FacevidError(f"cannot write {self.path}: {error.strerror or error}") from error
+
+    def abort(self) -> None:
+        self._image = None
+
+    def __enter__(self) -> ImageWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

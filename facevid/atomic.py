@@ -126,3 +126,23 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class AtomicOutput:
+    """A writer used as a context manager: leaving the block normally calls `close()` (the output
+    moves into place), an exception, Ctrl-C or SIGTERM included, calls `abort()` (nothing is left)."""
+
+    def close(self):
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -137,6 +137,7 @@ def prepare(
     aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
     retry_skipped: bool = typer.Option(False, "--retry-skipped",
                                        help="Try again the files an earlier run skipped (default: only changed ones)."),
+    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
@@ -147,7 +148,7 @@ def prepare(
 
     summary = run_prepare(videos, output, size=size, margin=margin, labels=labels, images=images,
                           landmarks68=not no_landmarks68, aligner=aligner, progress=not quiet,
-                          retry_skipped=retry_skipped)
+                          retry_skipped=retry_skipped, allow_truncated=allow_truncated)
     if as_json:
         print(json.dumps(asdict(summary), indent=1))
     elif not quiet:
@@ -483,6 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(ValueError):   # not the main thread (an embedding program's): leave SIGTERM alone
         signal.signal(signal.SIGTERM, _terminate)
     warnings.showwarning = _show_warning
+    warnings.simplefilter("always", FacevidWarning)   # every file's warning, not each line's first
     try:
         code = app(args=argv, prog_name="facevid", standalone_mode=False)
     except typer.TyperException as error:  # click usage errors (unknown option, bad value)

@@ -36,7 +36,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from facevid.atomic import temp_beside
+from facevid.atomic import AtomicOutput, temp_beside
 from facevid.errors import InputError
 
 MAGIC = b"FVL\x01"
@@ -171,7 +171,7 @@ def unpack_codes(data: bytes, widths: np.ndarray) -> np.ndarray:
                      for end, width in zip(ends, widths)], np.int64)
 
 
-class FvlWriter:
+class FvlWriter(AtomicOutput):
     """Streams an .fvl file to a temporary name; `close()` renames it into place."""
 
     def __init__(self, path: Path, header: FvlHeader, reference_png: bytes, content: np.ndarray,
@@ -223,16 +223,6 @@ class FvlWriter:
         if self.file is not None:
             self.file.close()
         self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, *exc):
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
-        return False
 
 
 @dataclass

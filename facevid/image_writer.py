@@ -8,10 +8,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facevid.atomic import AtomicOutput
 from facevid.errors import FacevidError
 
 
-class ImageWriter:
+class ImageWriter(AtomicOutput):
     """Writes the one frame it is given to `path` (by its extension) when closed; a second frame is an error."""
 
     def __init__(self, path: str | Path, *, force: bool = False):
@@ -42,12 +43,3 @@ class ImageWriter:
 
     def abort(self) -> None:
         self._image = None
-
-    def __enter__(self) -> ImageWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

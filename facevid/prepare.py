@@ -148,7 +148,8 @@ def upgrade_cache(cache: Path, manifest: dict, *, progress: bool = True) -> None
     _atomic_json(cache / "manifest.json", manifest)
 
 
-def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68=None) -> dict:
+def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68=None,
+              allow_truncated: bool = False) -> dict:
     """Track one video, write NAME.npy/NAME.npz atomically; returns its manifest entry."""
     from facevid.video import iter_frames, probe
 
@@ -158,7 +159,7 @@ def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68
     total = 0
     try:
         with open(raw, "wb") as sink:
-            for frame in iter_frames(source):
+            for frame in iter_frames(source, allow_truncated=allow_truncated):
                 total += 1
                 face = tracker.update(frame.image, frame.index, frame.time)
                 if not face.found:
@@ -202,7 +203,8 @@ def _stamp(path: Path) -> list[int] | None:
 
 def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: float = 0.5,
             labels: str | Path | None = None, images: bool = False, landmarks68: bool = True,
-            aligner: str = "auto", progress: bool = True, retry_skipped: bool = False, warn=None) -> PrepareSummary:
+            aligner: str = "auto", progress: bool = True, retry_skipped: bool = False, allow_truncated: bool = False,
+            warn=None) -> PrepareSummary:
     """Track and crop every video under `videos` into `cache` (resumable; files skipped before
     are tried again when they changed since, or all of them with `retry_skipped`)."""
     from facevid.face import FaceTracker, Landmarks68, make_backend
@@ -240,8 +242,8 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
                 continue
             name = clip_name(relative)
             try:
-                entry = crop_clip(path, cache / "clips" / name, spec,
-                                  FaceTracker(backend, spec), predictor68)
+                entry = crop_clip(path, cache / "clips" / name, spec, FaceTracker(backend, spec), predictor68,
+                                  allow_truncated)
             except FacevidError as error:
                 warn(f"skipped {relative}: {error}")
                 manifest["skipped"] = [s for s in manifest["skipped"] if s["source"] != str(relative)]

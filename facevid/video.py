@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from facevid.atomic import temp_beside
+from facevid.atomic import AtomicOutput, temp_beside
 from facevid.errors import ConfigError, FacevidError, FacevidWarning, InputError, OutputExistsError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -454,7 +454,7 @@ class _AudioRemux:
         self._in.close()
 
 
-class VideoWriter:
+class VideoWriter(AtomicOutput):
     """Encodes RGB frames into `path` through a temp file, with the audio of `audio_from`.
 
     The first frame fixes the size; odd widths/heights are padded by one repeated edge
@@ -601,12 +601,3 @@ class VideoWriter:
             self._audio.close()
         with suppress(FileNotFoundError):
             self._tmp.unlink()
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

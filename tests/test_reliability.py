@@ -404,3 +404,16 @@ def test_images_and_clips_of_every_shape(capsys, tmp_path, photo, moving_clip, k
     assert info.frame_count == 1
     expected = (4000, 3000) if kind == "large" else (image.shape[1], image.shape[0])
     assert (info.width, info.height) == expected
+
+
+def test_prepare_skips_a_truncated_video_unless_allowed(capsys, tmp_path, moving_clip):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    whole = _faststart_copy(moving_clip[0], tmp_path / "whole.mp4")
+    for name in ("a.mp4", "b.mp4"):
+        (videos / name).write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.4)])
+    code, out, err = run_cli(capsys, "prepare", videos, "-o", tmp_path / "c1", "--size", 64, "--json", "-q")
+    assert code == 0 and json.loads(out)["added"] == 0 and err.count("is truncated or damaged") == 2, err
+    code, out, err = run_cli(capsys, "prepare", videos, "-o", tmp_path / "c2", "--size", 64, "--json", "-q",
+                             "--allow-truncated")
+    assert code == 0 and json.loads(out)["added"] == 2 and err.count("facevid: warning:") == 2, err

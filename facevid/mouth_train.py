@@ -196,7 +196,8 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
 
     from facevid.model.mouth import MouthRefiner
     from facevid.atomic import make_folder
-    from facevid.train import export_weights, load_checkpoint, load_weights, set_learning_rate, weights_metadata
+    from facevid.train import load_checkpoint, set_learning_rate
+    from facevid.weights import export_weights, load_weights, weights_metadata
 
     model = load_weights(weights)
     data, val = load(data_dir), (load(val_dir) if val_dir else None)
@@ -296,7 +297,8 @@ def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir
         raise InputError(f"output {output} must be a .safetensors file")
     weights = resolve(weights)
     from facevid.atomic import make_folder
-    from facevid.train import load_checkpoint, load_weights
+    from facevid.train import load_checkpoint
+    from facevid.weights import load_weights
 
     if (run_dir / CHECKPOINT).exists():   # a resume checkpoint is checked before any work
         load_checkpoint(run_dir / CHECKPOINT)

@@ -20,6 +20,7 @@ from facevid.atomic import make_folder, write_json
 from facevid.config import ModelConfig, TrainConfig
 from facevid.errors import ConfigError, InputError
 from facevid.model.facevid import FaceVid
+from facevid.weights import export_weights, read_weights
 
 CHECKPOINT = "checkpoint.pt"      # full resume state (model, EMA, optimizer, RNG, step)
 WEIGHTS = "model.safetensors"     # EMA inference weights with the config in the metadata
@@ -172,59 +173,6 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict):
         raise InputError(f"{path} is not a facevid checkpoint")
     return state
-
-
-def export_weights(model: FaceVid, path: Path, extra: dict | None = None, *, half: bool = False) -> Path:
-    """Inference weights as safetensors; the ModelConfig lives in the file's metadata.
-    `half` stores floating-point tensors as float16 (half the size; loaded back as float32)."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if half:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    metadata = {"format": "facevid", "config": json.dumps(asdict(model.cfg))}
-    metadata.update({k: json.dumps(v) for k, v in (extra or {}).items()})
-    from facevid.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return path
-
-
-def read_weights(path: str | Path, device: str = "cpu") -> tuple[ModelConfig, dict]:
-    """The model config and tensors of a safetensors file written by export_weights (no pickle)."""
-    from safetensors import SafetensorError, safe_open
-
-    from facevid.config import from_dict
-
-    try:
-        with safe_open(str(path), framework="pt", device=device) as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != "facevid" or "config" not in meta:
-                raise InputError(f"{path} is not a facevid weights file")
-            cfg = from_dict(ModelConfig, json.loads(meta["config"]), "model config")
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, json.JSONDecodeError) as error:
-        raise InputError(f"cannot read weights {path}: {error}") from error
-    return cfg, state
-
-
-def weights_metadata(path: str | Path) -> dict:
-    """The training metadata export_weights stored in a weights file (steps, minutes, ...)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
-
-
-def load_weights(path: str | Path, device: str = "cpu") -> FaceVid:
-    """A FaceVid from a safetensors file written by export_weights."""
-    cfg, state = read_weights(path, device)
-    model = FaceVid(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise InputError(f"{path} does not match the model (missing {len(missing)}, unexpected {len(unexpected)})")
-    return model.to(device).eval()
 
 
 def init_from(model: FaceVid, path: str | Path) -> list[str]:

@@ -7,7 +7,9 @@ a listed file that is missing or fails its hash is an error, never silently used
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
+from dataclasses import asdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +106,62 @@ def check_device(device: str) -> str:
 
 def load_model(name_or_path: str | Path | None = None, device: str = "cpu"):
     """The FaceVid model for a registry name or a safetensors path."""
-    from facevid.train import load_weights
-
     return load_weights(resolve(name_or_path), device=check_device(device))
+
+
+# ---------------------------------------------------------------------------- safetensors files
+
+def export_weights(model, path: Path, extra: dict | None = None, *, half: bool = False) -> Path:
+    """Inference weights as safetensors; the ModelConfig lives in the file's metadata.
+    `half` stores floating-point tensors as float16 (half the size; loaded back as float32)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    metadata = {"format": "facevid", "config": json.dumps(asdict(model.cfg))}
+    metadata.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    from facevid.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def read_weights(path: str | Path, device: str = "cpu") -> tuple:
+    """The model config and tensors of a safetensors file written by export_weights (no pickle)."""
+    from safetensors import SafetensorError, safe_open
+
+    from facevid.config import ModelConfig, from_dict
+
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "facevid" or "config" not in meta:
+                raise InputError(f"{path} is not a facevid weights file")
+            cfg = from_dict(ModelConfig, json.loads(meta["config"]), "model config")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read weights {path}: {error}") from error
+    return cfg, state
+
+
+def weights_metadata(path: str | Path) -> dict:
+    """The training metadata export_weights stored in a weights file (steps, minutes, ...)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k not in ("format", "config")}
+
+
+def load_weights(path: str | Path, device: str = "cpu"):
+    """A FaceVid from a safetensors file written by export_weights."""
+    from facevid.model.facevid import FaceVid
+
+    cfg, state = read_weights(path, device)
+    model = FaceVid(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(f"{path} does not match the model (missing {len(missing)}, unexpected {len(unexpected)})")
+    return model.to(device).eval()
+

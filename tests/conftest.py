@@ -14,7 +14,7 @@ import cv2
 from facevid import demo
 from facevid.config import PRESETS
 from facevid.model.facevid import FaceVid
-from facevid.train import export_weights
+from facevid.weights import export_weights
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from facevid.evaluate import RECONSTRUCTION, Scores, akd, bits_per_frame, mouth_
 from facevid.factors import fit_estimator, synthetic_benchmark
 from facevid.identity import FaceMeter, jitter, motion_error, temporal_identity
 from facevid.prepare import write_synthetic_cache
-from facevid.train import load_weights
+from facevid.weights import load_weights
 
 from test_cli_track import assert_one_line_error, run_cli
 

@@ -12,7 +12,7 @@ from facevid.config import PRESETS
 from facevid.model.facevid import FaceVid
 from facevid.model.mouth import cut, fade, mouth_boxes, polygon_mask, uncut
 from facevid.prepare import write_synthetic_cache
-from facevid.train import load_weights, weights_metadata
+from facevid.weights import load_weights, weights_metadata
 
 from test_cli_track import assert_one_line_error, run_cli
 

@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from facevid.prepare import write_synthetic_cache
-from facevid.train import load_weights
+from facevid.weights import load_weights
 
 from test_cli_track import assert_one_line_error, run_cli
 
@@ -54,7 +54,8 @@ def test_init_from_earlier_weights_keeps_new_modules_fresh(tmp_path):
     from facevid.config import PRESETS
     from facevid.errors import InputError
     from facevid.model.facevid import FaceVid
-    from facevid.train import export_weights, init_from
+    from facevid.train import init_from
+    from facevid.weights import export_weights
 
     torch.manual_seed(0)
     old = FaceVid(PRESETS["tiny"])
@@ -185,7 +186,7 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, cache):
 def test_half_precision_export_loads_as_float32(tmp_path):
     from facevid.config import PRESETS
     from facevid.model.facevid import FaceVid
-    from facevid.train import export_weights
+    from facevid.weights import export_weights
 
     torch.manual_seed(0)
     model = FaceVid(PRESETS["tiny"]).eval()

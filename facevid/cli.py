@@ -111,7 +111,7 @@ def track(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
     """Find and follow the face; draw the track, optionally write the aligned crops."""
-    from facevid.pipeline import JsonFrames, track as run_track
+    from facevid.tasks.track import JsonFrames, track as run_track
 
     records = JsonFrames() if as_json else None
     summary = run_track(video, output, crops=crops, aligner=aligner, face=face, size=size, margin=margin,
@@ -144,7 +144,7 @@ def prepare(
     """Track and crop every video in a folder into a training cache (resumable)."""
     from dataclasses import asdict
 
-    from facevid.prepare import prepare as run_prepare
+    from facevid.train.prepare import prepare as run_prepare
 
     summary = run_prepare(videos, output, size=size, margin=margin, labels=labels, images=images,
                           landmarks68=not no_landmarks68, aligner=aligner, progress=not quiet,
@@ -180,8 +180,8 @@ def train(
     from dataclasses import asdict
 
     from facevid.config import load_train_config
-    from facevid.data import read_identities
-    from facevid.train import train as run_train
+    from facevid.io.cache import read_identities
+    from facevid.train.loop import train as run_train
 
     cfg = load_train_config(config, preset=preset, max_minutes=max_minutes, max_steps=max_steps,
                             eval_identities=read_identities(holdout), synthetic_prob=synthetic, threads=threads,
@@ -214,9 +214,9 @@ def train_mouth(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train the mouth refiner of a model on its own outputs (the rest of the model stays)."""
-    from facevid.data import read_identities
-    from facevid.mouth_train import MouthTrainConfig
-    from facevid.mouth_train import train_mouth as run
+    from facevid.io.cache import read_identities
+    from facevid.train.mouth import MouthTrainConfig
+    from facevid.train.mouth import train_mouth as run
 
     if steps < 1 or batch < 1:
         _fail("--steps and --batch must be at least 1", 2)
@@ -248,12 +248,12 @@ def evaluate(
 ):
     """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines;
     with --synthetic, factor errors after transfer between synthetic heads (no --data needed)."""
-    from facevid.data import load_cache, read_identities
+    from facevid.io.cache import load_cache, read_identities
     from facevid.errors import InputError
-    from facevid.evaluate import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
-    from facevid.factors import SYNTHETIC_COLUMNS, synthetic_benchmark
-    from facevid.report import save_grid
-    from facevid.video import check_output_path
+    from facevid.eval.reenactment import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
+    from facevid.eval.factors import SYNTHETIC_COLUMNS, synthetic_benchmark
+    from facevid.eval.report import save_grid
+    from facevid.io.video import check_output_path
     from facevid.weights import load_model
 
     if data is None and not synthetic:
@@ -308,7 +308,7 @@ def _number(value, spec: str) -> str:
 
 
 def _print_self_reenactment(table: dict, clips: int) -> None:
-    from facevid.evaluate import MOUTH_OPENS
+    from facevid.eval.reenactment import MOUTH_OPENS
 
     bits = table["_bits_per_frame"]
     print(f"self-reenactment on {clips} held-out clips, {table['_frames']} frames; model {table['_model_fps']:.1f} "
@@ -372,7 +372,7 @@ def transfer(
 ):
     """Animate a face (photo or video) with the motion of a driving video, or with the
     expression of a driving photo (an image output holds that one frame)."""
-    from facevid.transfer import transfer as run_transfer
+    from facevid.tasks.transfer import transfer as run_transfer
 
     summary = run_transfer(source, driver, output, weights=weights, steps=steps, guidance=guidance, seed=seed,
                            absolute=absolute, paste=not no_paste_back, colour_match=not no_colour_match,
@@ -401,7 +401,7 @@ def encode(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
     """Encode a clip as content + discrete motion codes (.fvl); prints bits per frame."""
-    from facevid.codec import encode as run_encode
+    from facevid.tasks.codec import encode as run_encode
 
     summary = run_encode(video, output, weights=weights, window=window, aligner=aligner, face=face, device=device,
                          allow_truncated=allow_truncated, force=force, progress=not quiet)
@@ -431,7 +431,7 @@ def decode(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
     """Rebuild a video from an .fvl file."""
-    from facevid.codec import decode as run_decode
+    from facevid.tasks.codec import decode as run_decode
 
     summary = run_decode(fvl, output, weights=weights, background=background, steps=steps, seed=seed,
                          window=window, device=device, allow_truncated=allow_truncated, codec=codec, crf=crf,

@@ -88,7 +88,7 @@ def make_clip(path: Path, *, frames: int = 50, fps: Fraction = Fraction(25), siz
               motion: Motion = Motion(), audio: bool = True, force: bool = False,
               crf: int = 18, base_scale: float | None = None) -> np.ndarray:
     """Write an astronaut clip; returns the true landmarks per frame, (frames, 5, 2)."""
-    from facevid.video import VideoWriter
+    from facevid.io.video import VideoWriter
 
     path = Path(path)
     photo = astronaut()
@@ -117,7 +117,7 @@ def talking_landmarks(frames: int, fps: float = 25.0, seed: int = 0) -> np.ndarr
     identity = synthetic.random_identity(rng)
     rest = synthetic.landmarks(identity, synthetic.Motion(), size=256)
     motions = synthetic.random_motion_sequence(rng, frames, fps)
-    from facevid.identity import iod
+    from facevid.face.identity import iod
 
     scale = iod(ASTRONAUT_LANDMARKS68) / iod(rest)
     moving = np.stack([synthetic.landmarks(identity, m, size=256) for m in motions])
@@ -129,8 +129,8 @@ def make_talking_clip(path: Path, *, frames: int = 75, fps: Fraction = Fraction(
     """A clip of the astronaut talking: her face warped piecewise-affinely along synthetic
     talking-head landmark motion, moved by `motion`, with a tone track. Returns the true
     68 landmarks per frame (frame pixels)."""
-    from facevid.baselines import piecewise_affine_warp
-    from facevid.video import VideoWriter
+    from facevid.face.landmark_warp import piecewise_affine_warp
+    from facevid.io.video import VideoWriter
 
     path = Path(path)
     photo = astronaut()

@@ -121,7 +121,7 @@ def export_weights(model, path: Path, extra: dict | None = None, *, half: bool =
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     metadata = {"format": "facevid", "config": json.dumps(asdict(model.cfg))}
     metadata.update({k: json.dumps(v) for k, v in (extra or {}).items()})
-    from facevid.atomic import atomic_path
+    from facevid.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)

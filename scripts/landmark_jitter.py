@@ -4,7 +4,7 @@
 
 "per-frame box": dlib's 68-point predictor on a box fitted to each frame's own 5 tracked
 landmarks (how cache version 1 measured them, there on the frame); "template box": on the
-box where the crop template puts the face (facevid.face.Landmarks68, cache version 2,
+box where the crop template puts the face (facevid.face.track.Landmarks68, cache version 2,
 `transfer` and `eval`). Prints each clip's jitter (mean second difference / IOD: shake)
 and how far apart the two are; the lower jitter is the steadier measurement.
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facevid.crop import CropSpec, box_from_landmarks
-from facevid.data import load_cache
-from facevid.face import MEASURE_SIZE, Landmarks68
-from facevid.identity import iod, jitter
-from facevid.prepare import load_manifest
+from facevid.face.crop import CropSpec, box_from_landmarks
+from facevid.io.cache import load_cache
+from facevid.face.track import MEASURE_SIZE, Landmarks68
+from facevid.face.identity import iod, jitter
+from facevid.io.cache import load_manifest
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from facevid.baselines import landmark_warp, piecewise_affine_warp
+from facevid.eval.baselines import landmark_warp
+from facevid.face.landmark_warp import piecewise_affine_warp
 
 
 def _image(size=64):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facevid.cli import main
-from facevid.video import VideoWriter, probe
+from facevid.io.video import VideoWriter, probe
 
 
 def run_cli(capsys, *args):
@@ -57,7 +57,7 @@ def test_track_writes_video_crops_and_json(capsys, tmp_path, moving_clip):
 
 def test_track_counts_frames_without_face(capsys, tmp_path, moving_clip):
     path, _ = moving_clip
-    from facevid.video import iter_frames
+    from facevid.io.video import iter_frames
 
     gappy = tmp_path / "gappy.mp4"
     with VideoWriter(gappy, Fraction(25)) as writer:

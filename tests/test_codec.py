@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facevid import codec
+from facevid.tasks import codec
 from facevid.errors import ConfigError, InputError
-from facevid.fvl import MAGIC, FvlFrame, FvlHeader, FvlWriter, pack_codes, read_fvl, unpack_codes
-from facevid.video import probe
+from facevid.io.fvl import MAGIC, FvlFrame, FvlHeader, FvlWriter, pack_codes, read_fvl, unpack_codes
+from facevid.io.video import probe
 from facevid.weights import WeightsEntry, sha256_of
 
 from test_cli_track import assert_one_line_error, run_cli

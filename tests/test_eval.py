@@ -10,11 +10,11 @@ import pytest
 
 from facevid import demo, synthetic
 from facevid.config import PRESETS
-from facevid.crop import CropSpec, align_transform, cut_crop
-from facevid.evaluate import RECONSTRUCTION, Scores, akd, bits_per_frame, mouth_opening
-from facevid.factors import fit_estimator, synthetic_benchmark
-from facevid.identity import FaceMeter, jitter, motion_error, temporal_identity
-from facevid.prepare import write_synthetic_cache
+from facevid.face.crop import CropSpec, align_transform, cut_crop
+from facevid.eval.reenactment import RECONSTRUCTION, Scores, akd, bits_per_frame, mouth_opening
+from facevid.eval.factors import fit_estimator, synthetic_benchmark
+from facevid.face.identity import FaceMeter, jitter, motion_error, temporal_identity
+from facevid.train.prepare import write_synthetic_cache
 from facevid.weights import load_weights
 
 from test_cli_track import assert_one_line_error, run_cli

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facevid.video import iter_frames, probe
+from facevid.io.video import iter_frames, probe
 from facevid.weights import DEFAULT, registry
 
 from test_cli_track import run_cli

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from facevid.errors import InputError
-from facevid.fvl import (MAX_FPS, MAX_NAME, MAX_SOURCE_SIZE, MAX_TIME, MIN_FPS, FvlFrame, FvlHeader, FvlWriter,
+from facevid.io.fvl import (MAX_FPS, MAX_NAME, MAX_SOURCE_SIZE, MAX_TIME, MIN_FPS, FvlFrame, FvlHeader, FvlWriter,
                          read_fvl)
 
 from test_codec import join_fvl, split_fvl

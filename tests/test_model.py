@@ -11,12 +11,13 @@ import torch
 
 from facevid import synthetic
 from facevid.config import PRESETS, TrainConfig
-from facevid.crop import points_to_unit
-from facevid.data import BatchSampler, load_cache
+from facevid.io.arrays import points_to_unit
+from facevid.train.batches import BatchSampler
+from facevid.io.cache import load_cache
 from facevid.model.facevid import FaceVid, region_mask
 from facevid.model.warp import sample_grid
-from facevid.prepare import write_synthetic_cache
-from facevid.train import fit_flow_code, make_optimizer, train_step
+from facevid.train.prepare import write_synthetic_cache
+from facevid.train.loop import fit_flow_code, make_optimizer, train_step
 
 TINY = PRESETS["tiny"]
 
@@ -177,7 +178,7 @@ def overfit_run(synthetic_cache):
         model = FaceVid(TINY).train()
         cfg = TrainConfig(preset="tiny", lr_encoder=2e-3, lr_decoder=2e-3, lr_quantizer=5e-3, warmup_steps=10)
         optimizer = make_optimizer(model, cfg)
-        from facevid.train import set_learning_rate
+        from facevid.train.loop import set_learning_rate
 
         fit_flow_code(model, load_cache(synthetic_cache), cfg, TINY)   # as `facevid train` starts
         batch = _sampler(synthetic_cache, seed=5).sample()
@@ -216,7 +217,7 @@ def test_motion_codes_carry_known_motion(synthetic_cache):
     optimizer = make_optimizer(model, cfg)
     sampler = _sampler(synthetic_cache, seed=2, clips_per_batch=4)
     generator = torch.Generator().manual_seed(0)
-    from facevid.train import set_learning_rate
+    from facevid.train.loop import set_learning_rate
 
     for step in range(400):
         set_learning_rate(optimizer, step, cfg.warmup_steps)
@@ -253,7 +254,7 @@ def test_presets_are_coherent():
 def test_optical_flow_target_recovers_a_known_shift():
     """The flow target of the warp: a frame shifted right by 4 px (of 64) shows at p what the
     reference shows at p − 4 px, so its backward flow is −4 px = −0.125 in normalised x."""
-    from facevid.data import optical_flow
+    from facevid.face.flow import optical_flow
 
     rng = np.random.default_rng(0)
     texture = cv2.GaussianBlur(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), (0, 0), 2)
@@ -268,7 +269,7 @@ def test_optical_flow_target_recovers_a_known_shift():
 def test_encoder_reads_the_measured_flow_of_a_known_shift():
     """The flow the encoder reads (flow_input) is the warp's target measured on the model's own
     tensors: the shifted frame's flow is −4 px of 64 in x; the reference's is zero."""
-    from facevid.data import to_tensor
+    from facevid.io.arrays import to_tensor
     from facevid.model.facevid import measured_flow
 
     rng = np.random.default_rng(0)

@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from facevid.crop import CropSpec
-from facevid.data import load_cache
+from facevid.face.crop import CropSpec
+from facevid.io.cache import load_cache
 from facevid.errors import InputError
-from facevid.face import Landmarks68
-from facevid.prepare import CACHE_VERSION, load_manifest
+from facevid.face.track import Landmarks68
+from facevid.io.cache import CACHE_VERSION, load_manifest
 
 from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
 

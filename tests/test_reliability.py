@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from facevid.expression import expression_target, eye_openness
-from facevid.evaluate import mouth_opening
-from facevid.prepare import write_synthetic_cache
+from facevid.face.expression import expression_target, eye_openness
+from facevid.eval.reenactment import mouth_opening
+from facevid.train.prepare import write_synthetic_cache
 from facevid.weights import DEFAULT, registry
 
 from terminal import environment, run_in_terminal
@@ -237,8 +237,8 @@ def test_image_to_image_transfer_writes_an_image(capsys, tmp_path, photo, tiny_w
 
 
 def _marks(image):
-    from facevid.crop import CropSpec
-    from facevid.face import FaceTracker, Landmarks68, make_backend
+    from facevid.face.crop import CropSpec
+    from facevid.face.track import FaceTracker, Landmarks68, make_backend
 
     spec = CropSpec(size=256, margin=0.5)
     face = FaceTracker(make_backend("dlib"), spec).update(image, 0, 0.0)
@@ -251,7 +251,7 @@ def _marks(image):
 def test_image_driver_lends_its_expression(capsys, tmp_path):
     """The driver's open mouth on the photo's closed one, measured on the output by dlib:
     within 0.1 inter-ocular distances of the driver's opening, eyes within 0.05 of its ratio."""
-    from facevid.video import iter_frames
+    from facevid.io.video import iter_frames
 
     frame = next(f.image for f in iter_frames(ROOT / "examples/talking.mp4") if f.index == 63)
     driver = tmp_path / "driver.png"
@@ -338,7 +338,7 @@ def _faststart_copy(video: Path, out: Path) -> Path:
     """The clip re-encoded with its index (moov) at the front, as web video is: a cut copy still opens."""
     import av
 
-    from facevid.video import iter_frames
+    from facevid.io.video import iter_frames
 
     frames = [f.image for f in iter_frames(video)]
     with av.open(str(out), "w", options={"movflags": "faststart"}) as container:
@@ -362,7 +362,7 @@ def test_a_truncated_driver_is_an_error_unless_allowed(capsys, tmp_path, moving_
         assert not Path(args[args.index("-o") + 1]).exists()
         code, _, err = run_cli(capsys, *args, "-q", "--allow-truncated")
         assert code == 0 and err.count("facevid: warning:") == 1 and "Traceback" not in err, err
-    from facevid.video import probe
+    from facevid.io.video import probe
 
     assert 0 < probe(tmp_path / "x.mp4").frame_count < 40
 
@@ -386,7 +386,7 @@ def test_images_and_clips_of_every_shape(capsys, tmp_path, photo, moving_clip, k
         path = tmp_path / "empty.mp4"
         path.write_bytes(b"")
     elif kind == "one_frame":
-        from facevid.video import VideoWriter
+        from facevid.io.video import VideoWriter
 
         path = tmp_path / "one.mp4"
         with VideoWriter(path, 25) as writer:
@@ -398,7 +398,7 @@ def test_images_and_clips_of_every_shape(capsys, tmp_path, photo, moving_clip, k
         assert not out.exists()
         return
     assert code == 0, err
-    from facevid.video import probe
+    from facevid.io.video import probe
 
     info = probe(out)
     assert info.frame_count == 1

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from facevid.prepare import write_synthetic_cache
+from facevid.train.prepare import write_synthetic_cache
 
 from terminal import run_in_terminal
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from facevid.prepare import write_synthetic_cache
+from facevid.train.prepare import write_synthetic_cache
 from facevid.weights import load_weights
 
 from test_cli_track import assert_one_line_error, run_cli
@@ -54,7 +54,7 @@ def test_init_from_earlier_weights_keeps_new_modules_fresh(tmp_path):
     from facevid.config import PRESETS
     from facevid.errors import InputError
     from facevid.model.facevid import FaceVid
-    from facevid.train import init_from
+    from facevid.train.loop import init_from
     from facevid.weights import export_weights
 
     torch.manual_seed(0)

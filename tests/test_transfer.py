@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from facevid import demo
-from facevid.video import iter_frames, probe
+from facevid.io.video import iter_frames, probe
 
 from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
 
@@ -91,7 +91,7 @@ def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, cas
 def test_animator_moves_the_source_landmarks_by_the_drivers_change(tiny_weights, monkeypatch):
     """motion="landmarks": the warp's targets are the source's landmarks plus the driver's
     change since its first frame (relative), or the driver's own (absolute), in model units."""
-    from facevid.transfer import Animator, crop_points
+    from facevid.tasks.transfer import Animator, crop_points
     from facevid.weights import load_model
 
     model = load_model(tiny_weights)

@@ -1,4 +1,4 @@
-"""Tests for facevid.video: every clip is synthesised here with PyAV (no outside media)."""
+"""Tests for facevid.io.video: every clip is synthesised here with PyAV (no outside media)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from facevid.errors import ConfigError, FacevidError, FacevidWarning, InputError, OutputExistsError
-from facevid.video import (AUDIO_TAIL, Frame, VideoWriter, check_crf, check_output_path,
+from facevid.io.video import (AUDIO_TAIL, Frame, VideoWriter, check_crf, check_output_path,
                            is_image_path, iter_frames, probe)
 
 RED = (255, 0, 0)

@@ -1,4 +1,4 @@
-"""Fuzzing facevid.video's readers with mutated bytes: every failure must be an InputError."""
+"""Fuzzing facevid.io.video's readers with mutated bytes: every failure must be an InputError."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from facevid.errors import FacevidError, FacevidWarning
-from facevid.video import iter_frames, probe
+from facevid.io.video import iter_frames, probe
 from test_video import make_clip, pattern
 
 EXAMPLES = 100

@@ -85,10 +85,10 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def measured_flow(frames: torch.Tensor, reference: torch.Tensor, size: int) -> torch.Tensor:
-    """Farnebäck optical flow (facevid.data.optical_flow) of frames (B, T, 3, H, W) to the
+    """Farnebäck optical flow (facevid.train.batches.optical_flow) of frames (B, T, 3, H, W) to the
     reference (B, 3, H, W), both in [-1, 1]: (B, T, 2, size, size) backward flow in normalised
     units, no gradient. The same measurement as the warp's training target."""
-    from facevid.data import optical_flow
+    from facevid.face.flow import optical_flow
 
     def uint8(x):
         return ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1).cpu().numpy()

@@ -10,7 +10,7 @@ the gap between the inner lips is where the cavity goes). It predicts a correcti
 window, faded out towards the window's edge and resampled back into the output.
 
 It is trained after the rest of the model, on the model's own outputs of real clips
-(facevid.mouth_train), to turn them into the real frames: the mouth is what it gets to change.
+(facevid.train.mouth), to turn them into the real frames: the mouth is what it gets to change.
 The last layer starts at zero, so an untrained refiner changes nothing.
 """
 

@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import torch
 
-from facevid.crop import CropSpec, crop_mask, cut_crop, paste_back
-from facevid.data import to_tensor
+from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back
+from facevid.io.arrays import to_tensor
 from facevid.errors import ConfigError, InputError, NoFaceError
-from facevid.fvl import FvlFrame, FvlHeader, FvlWriter, read_fvl
-from facevid.report import to_uint8
+from facevid.io.fvl import FvlFrame, FvlHeader, FvlWriter, read_fvl
+from facevid.io.arrays import to_uint8
 
 
 @dataclass
@@ -54,9 +54,9 @@ def encode(video: str | Path, output: str | Path, *, weights: str | None = None,
            aligner: str = "auto", face: int = 1, device: str = "cpu", allow_truncated: bool = False,
            force: bool = False, progress: bool = True) -> CodecSummary:
     """Track, crop and encode `video` into an .fvl file; prints nothing, returns sizes."""
-    from facevid.face import FaceTracker, make_backend
+    from facevid.face.track import FaceTracker, make_backend
     from facevid.progress import progress_bar
-    from facevid.video import check_output_path, iter_frames, probe
+    from facevid.io.video import check_output_path, iter_frames, probe
     from facevid.weights import load_model, resolve, sha256_of
 
     info = probe(video)
@@ -122,7 +122,7 @@ def _open_writer(out, model, name, weights_path, info, reference, sha256_of) -> 
 
 def _model_name(weights: str | None) -> str:
     """The name an .fvl file shows for its weights: the registry name, else the file's stem (never a path)."""
-    from facevid.fvl import MAX_NAME
+    from facevid.io.fvl import MAX_NAME
     from facevid.weights import DEFAULT, registry
 
     name = str(weights or DEFAULT)
@@ -152,7 +152,7 @@ def decode(fvl: str | Path, output: str | Path, *, weights: str | None = None, b
            progress: bool = True) -> CodecSummary:
     """Rebuild the clip of an .fvl file: the crops, or pasted back into `background`."""
     from facevid.progress import progress_bar
-    from facevid.video import VideoWriter, check_crf, check_output_path, iter_frames, probe
+    from facevid.io.video import VideoWriter, check_crf, check_output_path, iter_frames, probe
     from facevid.weights import load_model
 
     if window < 1:

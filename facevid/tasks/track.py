@@ -13,9 +13,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from facevid.crop import CropSpec, cut_crop, invert_affine, transform_points
+from facevid.face.crop import CropSpec, cut_crop, invert_affine, transform_points
 from facevid.errors import ConfigError, NoFaceError
-from facevid.face import FaceTracker, TrackedFace, make_backend
+from facevid.face.track import FaceTracker, TrackedFace, make_backend
 from facevid.progress import progress_bar
 
 
@@ -62,7 +62,7 @@ def track(video: str | Path, output: str | Path, *, crops: str | Path | None = N
     """Follow the face through `video`; write it with the track drawn (and the crop stream).
 
     Raises NoFaceError (leaving no output) when no frame has a face."""
-    from facevid.video import VideoWriter, check_crf, check_output_path, iter_frames, probe
+    from facevid.io.video import VideoWriter, check_crf, check_output_path, iter_frames, probe
 
     check_crf(codec, crf)
     info = probe(video)

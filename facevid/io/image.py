@@ -1,5 +1,5 @@
 """`ImageWriter`: a one-frame output written as a still image (PNG, JPEG, ...), atomically,
-with the interface of `facevid.video.VideoWriter` so a task's loop writes either."""
+with the interface of `facevid.io.video.VideoWriter` so a task's loop writes either."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facevid.atomic import AtomicOutput
+from facevid.io.atomic import AtomicOutput
 from facevid.errors import FacevidError
 
 
@@ -16,7 +16,7 @@ class ImageWriter(AtomicOutput):
     """Writes the one frame it is given to `path` (by its extension) when closed; a second frame is an error."""
 
     def __init__(self, path: str | Path, *, force: bool = False):
-        from facevid.video import check_output_path
+        from facevid.io.video import check_output_path
 
         self.path = check_output_path(path, force)
         self.frames_written = 0
@@ -29,7 +29,7 @@ class ImageWriter(AtomicOutput):
         self.frames_written = 1
 
     def close(self) -> Path:
-        from facevid.atomic import write_bytes
+        from facevid.io.atomic import write_bytes
 
         if self._image is None:
             raise FacevidError(f"no frame was written to {self.path}")

@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from facevid.atomic import AtomicOutput, temp_beside
+from facevid.io.atomic import AtomicOutput, temp_beside
 from facevid.errors import ConfigError, FacevidError, FacevidWarning, InputError, OutputExistsError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})

@@ -7,20 +7,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
-def to_uint8(image) -> np.ndarray:
-    """(3, H, W) tensor/array in [-1, 1] or (H, W, 3) uint8 → (H, W, 3) uint8."""
-    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
-    if array.dtype == np.uint8:
-        return array
-    if array.shape[0] == 3 and array.ndim == 3:
-        array = array.transpose(1, 2, 0)
-    return np.clip((array + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+from facevid.io.arrays import to_uint8
 
 
 def _write_png(image: np.ndarray, path: Path) -> Path:
     """Write a PNG atomically (cv2.imwrite would fail silently; a folder we cannot write is an InputError)."""
-    from facevid.atomic import write_bytes
+    from facevid.io.atomic import write_bytes
     from facevid.errors import InputError
 
     path = Path(path)

@@ -7,93 +7,20 @@ motion(B)). Landmarks are in [-1, 1] crop coordinates (pixel centres, align_corn
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from facevid.crop import points_to_unit
+from facevid.io.arrays import points_to_unit
+from facevid.face.flow import optical_flow
+from facevid.io.cache import Clip
+from facevid.io.arrays import to_tensor
 from facevid.errors import InputError
 
 # iBUG 68-point mirror permutation (for horizontal flips)
 FLIP_68 = (list(range(16, -1, -1)) + list(range(26, 21, -1)) + list(range(21, 16, -1)) + [27, 28, 29, 30]
            + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
            + [54, 53, 52, 51, 50, 49, 48] + [59, 58, 57, 56, 55] + [64, 63, 62, 61, 60] + [67, 66, 65])
-
-
-@dataclass
-class Clip:
-    name: str
-    identity: str
-    frames: np.ndarray       # (T, C, C, 3) uint8 (memory-mapped)
-    landmarks: np.ndarray    # (T, 68, 2) float32 in [-1, 1]
-
-
-def read_identities(path: str | Path | None) -> tuple[str, ...] | None:
-    """Identities listed one per line in a hold-out file (text after # is a comment)."""
-    if path is None:
-        return None
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as error:
-        raise InputError(f"cannot read identity list {path}: {error.strerror}") from error
-    return tuple(line.split("#")[0].strip() for line in lines if line.split("#")[0].strip())
-
-
-def load_cache(cache: str | Path, *, include: set[str] | None = None, exclude: set[str] = frozenset(),
-               min_frames: int = 2) -> list[Clip]:
-    """The clips of a prepared cache (see facevid.prepare), filtered by identity."""
-    from facevid.prepare import load_manifest
-
-    cache = Path(cache)
-    manifest = load_manifest(cache)
-    if not manifest:
-        raise InputError(f"{cache} is not a prepared cache (no manifest.json; run facevid prepare)")
-    size = manifest["crop"]["size"]
-    clips = []
-    for entry in manifest["clips"]:
-        if entry["frames"] < min_frames or entry["identity"] in exclude:
-            continue
-        if include is not None and entry["identity"] not in include:
-            continue
-        stem = cache / "clips" / entry["name"]
-        extra = np.load(stem.with_suffix(".npz"))
-        if "landmarks68" not in extra:
-            raise InputError(f"{stem}.npz has no 68-point landmarks (prepare without --no-landmarks68)")
-        landmarks = points_to_unit(extra["landmarks68"], size)
-        clips.append(Clip(entry["name"], entry["identity"], np.load(stem.with_suffix(".npy"), mmap_mode="r"),
-                          landmarks.astype(np.float32)))
-    return clips
-
-
-def to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 → (T, 3, size, size) float in [-1, 1]."""
-    if frames.shape[1] != size:
-        frames = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def optical_flow(reference: np.ndarray, frames: np.ndarray, size: int, *, work: int = 64) -> np.ndarray:
-    """Dense backward flow from each frame (T, H, W, 3) to the reference (H, W, 3) uint8, as
-    the warp's target: (T, 2, size, size) float32 in normalised units (a frame's pixel at p
-    shows what the reference shows at p + flow). Farnebäck (OpenCV) on grey images resized to
-    `work` pixels (1.4 ms a frame at 64), then area-averaged to size x size; measured on
-    held-out clips, warping the reference with it at 16x16 gives 26.0 dB against 20.0 for
-    copying the reference."""
-    work = min(work, reference.shape[0])
-
-    def grey(image):
-        return cv2.resize(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY), (work, work),
-                          interpolation=cv2.INTER_AREA)
-
-    ref = grey(reference)
-    out = np.empty((len(frames), 2, size, size), np.float32)
-    for t, frame in enumerate(frames):
-        flow = cv2.calcOpticalFlowFarneback(grey(frame), ref, None, 0.5, 3, 9, 3, 5, 1.1, 0)
-        out[t] = cv2.resize(flow, (size, size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1) * (2 / work)
-    return out
 
 
 class BatchSampler:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from facevid.config import ModelConfig, TrainConfig
-from facevid.report import save_grid
+from facevid.eval.report import save_grid
 
 COLUMNS = ["reference", "target", "warped", "output", "other face", "transfer"]
 
@@ -16,7 +16,7 @@ class GridMaker:
     """A fixed batch (same every time, so grids compare across steps)."""
 
     def __init__(self, clips, cfg: TrainConfig, model_cfg: ModelConfig, clips_per_grid: int = 4):
-        from facevid.data import BatchSampler
+        from facevid.train.batches import BatchSampler
 
         sampler = BatchSampler(clips, out_size=model_cfg.out_size, net_size=model_cfg.net_size,
                                clips_per_batch=clips_per_grid, content_frames=cfg.content_frames,

@@ -18,12 +18,13 @@ import cv2
 import numpy as np
 import torch
 
-from facevid.baselines import landmark_warp
+from facevid.eval.baselines import landmark_warp
 from facevid.config import ModelConfig
-from facevid.crop import unit_to_points
-from facevid.data import Clip, to_tensor
+from facevid.io.arrays import unit_to_points
+from facevid.io.cache import Clip
+from facevid.io.arrays import to_tensor
 from facevid.model.facevid import FaceVid
-from facevid.report import to_uint8
+from facevid.io.arrays import to_uint8
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -52,8 +53,8 @@ class LandmarkMeter:
     def __init__(self, cfg: ModelConfig):
         import dlib
 
-        from facevid.crop import CropSpec
-        from facevid.identity import FaceMeter
+        from facevid.face.crop import CropSpec
+        from facevid.face.identity import FaceMeter
 
         self.meter = FaceMeter(CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y))
         self.detector = dlib.get_frontal_face_detector()
@@ -105,7 +106,7 @@ MOUTH_OPENS = 0.08   # a frame "opens the mouth" when its inner lips part this m
 def mouth_opening(marks: np.ndarray) -> float | np.ndarray:
     """The gap between the inner lips of 68 landmarks, / inter-ocular distance: a float for
     one set (68, 2), an array for a stack (..., 68, 2)."""
-    from facevid.identity import iod
+    from facevid.face.identity import iod
 
     marks = np.asarray(marks)
     gap = np.linalg.norm(marks[..., [61, 62, 63], :] - marks[..., [67, 66, 65], :], axis=-1).mean(-1)
@@ -120,7 +121,7 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
     (relative motion; by default driven as `facevid transfer` drives it). `marks`: the 68
     landmarks of source (68, 2) and driver (T, 68, 2) in crop pixels, for motion="landmarks"."""
     from facevid.config import DEFAULT_MOTION
-    from facevid.transfer import Animator
+    from facevid.tasks.transfer import Animator
 
     cfg = model.cfg
     source_marks, driver_marks = marks or (None, None)   # the Animator says if they are missing
@@ -273,8 +274,8 @@ def cross_reenactment(model: FaceVid, clips: list[Clip], *, max_frames: int = 40
     (dlib distance to the source; same person below 0.6), motion followed (landmark
     displacement error vs the driver, / IOD), jitter and TL-ID/TG-ID (relative to the
     driver's own), for the model and the baselines."""
-    from facevid.crop import CropSpec
-    from facevid.identity import FaceMeter, jitter, motion_error, temporal_identity
+    from facevid.face.crop import CropSpec
+    from facevid.face.identity import FaceMeter, jitter, motion_error, temporal_identity
 
     cfg = model.cfg
     size = cfg.out_size

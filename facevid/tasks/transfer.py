@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from facevid.config import DEFAULT_MOTION
-from facevid.crop import CropSpec, crop_mask, cut_crop, paste_back, points_to_unit
-from facevid.data import to_tensor
+from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back
+from facevid.io.arrays import points_to_unit
+from facevid.io.arrays import to_tensor
 from facevid.errors import ConfigError, NoFaceError
-from facevid.report import to_uint8
+from facevid.io.arrays import to_uint8
 
 
 @dataclass
@@ -41,7 +42,7 @@ class TransferSummary:
 def _source_frames(source, tracker, allow_truncated: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """(frame, frame→crop transform) of the source, for every output frame: a photo repeats,
     a video plays and then holds its last frame; a frame without a face keeps the last transform."""
-    from facevid.video import iter_frames
+    from facevid.io.video import iter_frames
 
     last = None
     for frame in iter_frames(source, allow_truncated=allow_truncated):
@@ -54,7 +55,7 @@ def _source_frames(source, tracker, allow_truncated: bool = False) -> Iterator[t
 
 def _reference(source, tracker, allow_truncated: bool = False):
     """The first source frame with a face, and the tracked face (its frame→crop transform)."""
-    from facevid.video import iter_frames
+    from facevid.io.video import iter_frames
 
     for frame in iter_frames(source, allow_truncated=allow_truncated):
         face = tracker.update(frame.image, frame.index, frame.time)
@@ -137,7 +138,7 @@ class Animator:
         return [to_uint8(f) for f in out[0]]
 
     def _expression(self, driver_points: np.ndarray) -> list[np.ndarray]:
-        from facevid.expression import expression_target
+        from facevid.face.expression import expression_target
 
         size = self.model.cfg.out_size
         targets = np.stack([expression_target(self.source_pixels, d) for d in driver_points])
@@ -159,10 +160,10 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
 
     A still driver lends its expression (mouth, eyes, brows) to the source's face; an image
     output (.png, .jpg, ...) takes a still driver and holds the one frame."""
-    from facevid.face import FaceTracker, Landmarks68, make_backend
-    from facevid.image_writer import ImageWriter
+    from facevid.face.track import FaceTracker, Landmarks68, make_backend
+    from facevid.io.image import ImageWriter
     from facevid.progress import progress_bar
-    from facevid.video import VideoWriter, check_crf, check_output_path, is_image_path, iter_frames, probe
+    from facevid.io.video import VideoWriter, check_crf, check_output_path, is_image_path, iter_frames, probe
     from facevid.weights import load_model
 
     if window < 1:

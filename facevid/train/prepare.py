@@ -7,7 +7,7 @@ Layout of a cache folder:
     clips/NAME.npz           per kept frame: frame index, time, 5 landmarks and (optional)
                              68 landmarks, both in crop pixels; the frame→crop transforms
 
-Version 2 measures the 68 landmarks on the aligned crop (facevid.face.Landmarks68), as
+Version 2 measures the 68 landmarks on the aligned crop (facevid.face.track.Landmarks68), as
 `transfer` measures the driver's; version 1 measured them on the frame, on a box fitted to
 each frame's 5 landmarks. `facevid prepare` on a version-1 cache re-measures them on the
 stored crops (a few ms a frame) before it adds anything; synthetic caches hold exact
@@ -20,7 +20,6 @@ run resumes where it stopped; unreadable or faceless files are skipped with a wa
 from __future__ import annotations
 
 import csv
-import json
 import re
 import shutil
 import sys
@@ -29,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facevid.atomic import atomic_open, atomic_path, make_folder, temp_beside, write_json
-from facevid.crop import CropSpec, cut_crop, transform_points
+from facevid.io.atomic import atomic_open, atomic_path, make_folder, temp_beside, write_json
+from facevid.io.cache import CACHE_VERSION, load_manifest
+from facevid.face.crop import CropSpec, cut_crop, transform_points
 from facevid.errors import ConfigError, FacevidError, InputError
 
-CACHE_VERSION = 2
-OLD_VERSIONS = (1,)   # prepare upgrades these
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -84,51 +82,10 @@ def _atomic_json(path: Path, obj) -> None:
     write_json(path, obj)
 
 
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,150}")
-
-
-def _check_manifest(manifest: dict, path: Path) -> None:
-    """Every clip entry is well formed and names a file inside the cache's clips/ folder."""
-    clips = manifest.get("clips")
-    if not isinstance(clips, list) or not isinstance(manifest.get("skipped", []), list) \
-            or not isinstance(manifest.get("crop"), dict):
-        raise InputError(f"{path} is not a facevid cache manifest (no clip list)")
-    for entry in clips:
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
-            raise InputError(f"{path} names a clip outside the cache ({str(name)[:80]!r}); the manifest is damaged")
-        if not isinstance(entry.get("frames"), int) or not isinstance(entry.get("identity"), str):
-            raise InputError(f"{path} has a damaged entry for clip {name}")
-
-
-def load_manifest(cache: Path, *, upgradable: bool = False) -> dict:
-    """The cache's manifest ({} if there is none); one of an older version only if `upgradable`
-    (or synthetic, whose exact landmarks never change)."""
-    path = cache / "manifest.json"
-    if not path.exists():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"{path} is not a facevid cache manifest ({error})") from error
-    if not isinstance(manifest, dict) or manifest.get("format") != "facevid-cache":
-        raise InputError(f"{path} is not a facevid cache manifest")
-    _check_manifest(manifest, path)
-    version = manifest.get("version")
-    if version in OLD_VERSIONS and (upgradable or manifest.get("crop", {}).get("synthetic")):
-        return manifest
-    if version in OLD_VERSIONS:
-        raise InputError(f"{cache} is a version-{version} cache: run `facevid prepare VIDEOS -o {cache}` "
-                         f"again to bring it to version {CACHE_VERSION} (it re-measures the landmarks)")
-    if version != CACHE_VERSION:
-        raise InputError(f"{path} is not a facevid cache of version {CACHE_VERSION}")
-    return manifest
-
-
 def upgrade_cache(cache: Path, manifest: dict, *, progress: bool = True) -> None:
     """Version 1 → 2: every real clip's 68 landmarks re-measured on its stored crops, clip by
     clip (atomically; an interrupted upgrade starts again), then the manifest's version."""
-    from facevid.face import Landmarks68
+    from facevid.face.track import Landmarks68
     from facevid.progress import progress_bar
 
     crop = manifest["crop"]
@@ -151,7 +108,7 @@ def upgrade_cache(cache: Path, manifest: dict, *, progress: bool = True) -> None
 def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68=None,
               allow_truncated: bool = False) -> dict:
     """Track one video, write NAME.npy/NAME.npz atomically; returns its manifest entry."""
-    from facevid.video import iter_frames, probe
+    from facevid.io.video import iter_frames, probe
 
     info = probe(source)
     raw = temp_beside(out_stem, ".raw")
@@ -207,7 +164,7 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
             warn=None) -> PrepareSummary:
     """Track and crop every video under `videos` into `cache` (resumable; files skipped before
     are tried again when they changed since, or all of them with `retry_skipped`)."""
-    from facevid.face import FaceTracker, Landmarks68, make_backend
+    from facevid.face.track import FaceTracker, Landmarks68, make_backend
     from facevid.progress import progress_bar
 
     videos, cache = Path(videos), Path(cache)

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facevid.crop import (CropSpec, align_transform, box_from_landmarks, cut_crop, face_box_in_crop, iou,
+from facevid.face.crop import (CropSpec, align_transform, box_from_landmarks, cut_crop, face_box_in_crop, iou,
                           params_to_transform, transform_to_params)
 from facevid.errors import BackendUnavailableError, ConfigError
 

@@ -25,12 +25,12 @@ SEGMENT = 64   # frames a source animates: the reference drifts no further than 
 
 
 def build(model, clips, out_dir: str | Path, *, segment: int = SEGMENT, progress: bool = True) -> int:
-    """Animate every segment of `clips` (facevid.data.Clip) with `model`, write the arrays to
+    """Animate every segment of `clips` (facevid.train.batches.Clip) with `model`, write the arrays to
     `out_dir` (atomically: a half-written folder is never read) and return the frame count."""
-    from facevid.evaluate import clip_at, reenact
+    from facevid.eval.reenactment import clip_at, reenact
     from facevid.progress import progress_bar
 
-    from facevid.atomic import atomic_dir
+    from facevid.io.atomic import atomic_dir
 
     with atomic_dir(out_dir) as tmp:
         return _build_into(tmp, model, clips, segment, progress, clip_at, reenact, progress_bar)
@@ -110,7 +110,7 @@ class Batches:
     def __init__(self, data: dict, cfg: MouthTrainConfig, generator: np.random.Generator):
         self.data, self.cfg, self.rng = data, cfg, generator
         self.size = data["outputs"].shape[1]
-        from facevid.evaluate import MOUTH_OPENS, mouth_opening
+        from facevid.eval.reenactment import MOUTH_OPENS, mouth_opening
 
         opens = mouth_opening(data["marks"]) - mouth_opening(data["source_marks"])[data["source"]] >= MOUTH_OPENS
         self.open, self.rest = np.flatnonzero(opens), np.flatnonzero(~opens)
@@ -121,8 +121,8 @@ class Batches:
         return np.where(chosen, self.rng.choice(pools[0], n), self.rng.choice(pools[-1], n))
 
     def sample(self, n: int | None = None, indices: np.ndarray | None = None, augment: bool = True) -> dict:
-        from facevid.crop import points_to_unit
-        from facevid.data import FLIP_68, to_tensor
+        from facevid.io.arrays import points_to_unit
+        from facevid.train.batches import FLIP_68, to_tensor
 
         d, size = self.data, self.size
         idx = np.sort(self.indices(n or self.cfg.batch) if indices is None else indices)
@@ -195,8 +195,8 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
     import time
 
     from facevid.model.mouth import MouthRefiner
-    from facevid.atomic import make_folder
-    from facevid.train import load_checkpoint, set_learning_rate
+    from facevid.io.atomic import make_folder
+    from facevid.train.loop import load_checkpoint, set_learning_rate
     from facevid.weights import export_weights, load_weights, weights_metadata
 
     model = load_weights(weights)
@@ -271,7 +271,7 @@ def _held_out_batch(val: dict, cfg: MouthTrainConfig) -> dict:
 
 
 def _save(run_dir: Path, refiner, optimizer, rng, step: int, history: list, best: dict | None) -> None:
-    from facevid.train import atomic_torch_save
+    from facevid.train.loop import atomic_torch_save
 
     atomic_torch_save({"refiner": refiner.state_dict(), "optimizer": optimizer.state_dict(),
                        "rng": rng.bit_generator.state, "step": step, "history": history, "best": best},
@@ -286,18 +286,18 @@ def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir
     trained on them (resumable), written with the model to `output`. Clips of the held-out
     identities in the caches, if any, make run_dir/val, scored as training goes."""
     from facevid.config import TrainConfig
-    from facevid.data import load_cache
-    from facevid.train import resolve_clips
+    from facevid.io.cache import load_cache
+    from facevid.train.loop import resolve_clips
     from facevid.weights import resolve
 
-    from facevid.video import check_output_path
+    from facevid.io.video import check_output_path
 
     output, run_dir = check_output_path(output, force), Path(run_dir)
     if output.suffix != ".safetensors":
         raise InputError(f"output {output} must be a .safetensors file")
     weights = resolve(weights)
-    from facevid.atomic import make_folder
-    from facevid.train import load_checkpoint
+    from facevid.io.atomic import make_folder
+    from facevid.train.loop import load_checkpoint
     from facevid.weights import load_weights
 
     if (run_dir / CHECKPOINT).exists():   # a resume checkpoint is checked before any work

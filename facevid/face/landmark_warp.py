@@ -1,13 +1,5 @@
-"""Baselines that every evaluation runs beside the model.
-
-- copy the source: perfect identity, no motion;
-- paste the driver: perfect motion, wrong identity;
-- the classical landmark warp: a piecewise-affine warp of the source (Delaunay triangles
-  over dlib's 68 landmarks plus fixed border points) driven by the driver's relative
-  landmark motion. It matches landmarks by construction but tears at eyes and lips and
-  has no mouth interior. It uses dlib's 68-point model (iBUG 300-W: non-commercial),
-  so it is for evaluation only.
-"""
+"""The classical landmark warp: a piecewise-affine warp of an image over Delaunay triangles of
+its landmarks plus fixed border points (the peer every transfer is judged beside)."""
 
 from __future__ import annotations
 
@@ -50,11 +42,3 @@ def piecewise_affine_warp(image: np.ndarray, source_points: np.ndarray, target_p
     map_x = mapped[:, 0].reshape(h, w).astype(np.float32)
     map_y = mapped[:, 1].reshape(h, w).astype(np.float32)
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def landmark_warp(source: np.ndarray, source_landmarks: np.ndarray, driver_landmarks: np.ndarray,
-                  driver_reference: np.ndarray) -> np.ndarray:
-    """The classical relative landmark warp: the driver's change of landmarks from its own
-    reference frame, applied to the source's landmarks."""
-    target = source_landmarks + (driver_landmarks - driver_reference)
-    return piecewise_affine_warp(source, source_landmarks, target)

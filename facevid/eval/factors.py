@@ -206,7 +206,7 @@ def synthetic_benchmark(model: FaceVid, *, pairs: int = 6, frames: int = 24, ste
     transfer; the source is a still head at rest), for the model, "copy source" and "paste
     driver". Group errors average the factors the estimator measures (held-out R² ≥
     MEASURABLE_R2); "psnr" compares with the source rendered in the driver's motion."""
-    from facevid.evaluate import psnr, reenact
+    from facevid.eval.reenactment import psnr, reenact
 
     size = model.cfg.out_size
     estimator = fit_estimator(size) if estimator is None else estimator

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from facevid.atomic import make_folder, write_json
+from facevid.io.atomic import make_folder, write_json
 from facevid.config import ModelConfig, TrainConfig
 from facevid.errors import ConfigError, InputError
 from facevid.model.facevid import FaceVid
@@ -152,7 +152,7 @@ def plain(obj):
 
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save (of plain data, see `plain`) to a temp file created exclusively, then moved onto `path`."""
-    from facevid.atomic import atomic_path
+    from facevid.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(plain(obj), tmp)
@@ -210,8 +210,8 @@ def init_from(model: FaceVid, path: str | Path) -> list[str]:
 
 def resolve_clips(data, run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, progress: bool):
     """Training clips from prepared caches and/or folders of videos (prepared into run_dir/cache)."""
-    from facevid.data import load_cache
-    from facevid.prepare import prepare
+    from facevid.io.cache import load_cache
+    from facevid.train.prepare import prepare
 
     clips = []
     sources = [data] if isinstance(data, (str, Path)) else list(data)
@@ -236,7 +236,7 @@ def resolve_clips(data, run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig,
 
 
 def make_sampler(clips, cfg: TrainConfig, model_cfg: ModelConfig, seed: int):
-    from facevid.data import BatchSampler
+    from facevid.train.batches import BatchSampler
 
     return BatchSampler(clips, out_size=model_cfg.out_size, net_size=model_cfg.net_size,
                         clips_per_batch=cfg.clips_per_batch, content_frames=cfg.content_frames,
@@ -376,7 +376,7 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
             group["base_lr"] = rates[group["name"]]
     if rank == 0:
         write_json(run_dir / "train_config.json", asdict(cfg))
-    from facevid.trainviz import GridMaker
+    from facevid.train.viz import GridMaker
 
     grids = GridMaker(clips, cfg, model_cfg) if rank == 0 else None
     return _loop(model, ema, optimizer, generator, sampler, cfg, run_dir, step, elapsed, history, grids,
@@ -385,7 +385,7 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
 
 def _loop(model, ema, optimizer, generator, sampler, cfg, run_dir, step, elapsed, history, grids, progress, log):
     from facevid.progress import progress_bar
-    from facevid.report import save_training_plot
+    from facevid.eval.report import save_training_plot
 
     rank, world = dist_info()
     start, last_save, frames_seen = time.monotonic() - elapsed, time.monotonic(), 0

@@ -61,17 +61,6 @@ def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def points_to_unit(points: np.ndarray, size: int) -> np.ndarray:
-    """Crop pixel coordinates (pixel i's centre at i) → the model's [-1, 1] coordinates, where
-    -1 and 1 are the crop's outer edges (grid_sample's align_corners=False)."""
-    return (2 * points + 1) / size - 1
-
-
-def unit_to_points(unit: np.ndarray, size: int) -> np.ndarray:
-    """The inverse of points_to_unit."""
-    return (unit + 1) * size / 2 - 0.5
-
-
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix.astype(np.float64))
 
@@ -131,8 +120,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
 
 
 # --------------------------------------------------------------------------- warping

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from facevid.crop import CropSpec
-from facevid.face import Landmarks68
+from facevid.face.crop import CropSpec
+from facevid.face.track import Landmarks68
 
 
 class FaceMeter:
     """Identity embeddings and 68 landmarks of aligned crops (the face box is known), measured
-    as the training data's and the driver's landmarks are (facevid.face.Landmarks68)."""
+    as the training data's and the driver's landmarks are (facevid.face.track.Landmarks68)."""
 
     def __init__(self, spec: CropSpec):
         import face_recognition_models as models

@@ -36,7 +36,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from facevid.atomic import AtomicOutput, temp_beside
+from facevid.io.atomic import AtomicOutput, temp_beside
 from facevid.errors import InputError
 
 MAGIC = b"FVL\x01"

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, reenactment scores, synthetic factors, baselines, PNG reports."""

@@ -1,0 +1,1 @@
+"""Faces in frames: detection, landmarks, tracking, crops and paste-back, expression."""

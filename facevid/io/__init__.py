@@ -1,0 +1,1 @@
+"""Reading and writing: video, images, .fvl files, atomic outputs."""

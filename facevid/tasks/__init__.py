@@ -1,0 +1,1 @@
+"""One module per inference command: track, transfer, encode/decode."""

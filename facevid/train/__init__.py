@@ -1,0 +1,1 @@
+"""Training: the loop, batches, the crop cache (prepare), the mouth refiner, grids."""

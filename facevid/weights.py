@@ -15,8 +15,7 @@ from pathlib import Path
 
 from facevid.errors import ConfigError, InputError
 
-ROOT = Path(__file__).resolve().parent.parent
-REGISTRY = ROOT / "weights.toml"
+REGISTRY = Path(__file__).resolve().parent / "assets" / "weights.toml"   # package data, installed with facevid
 DEFAULT = "small"
 
 

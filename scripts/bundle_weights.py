@@ -1,6 +1,6 @@
 """Turn a training run's weights into the bundled file and print its weights.toml entry.
 
-    python scripts/bundle_weights.py RUN/model.safetensors [-o weights/facevid-small.safetensors] [--sampler-steps N]
+    python scripts/bundle_weights.py RUN/model.safetensors [-o facevid/assets/facevid-small.safetensors] [--sampler-steps N]
 
 Stores float16 (half the size; facevid loads it back as float32) and prints the sha256, size
 and training metadata to paste into weights.toml beside the evaluation numbers.
@@ -21,7 +21,7 @@ from facevid.weights import sha256_of
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", type=Path)
-    parser.add_argument("-o", "--output", type=Path, default=Path("weights/facevid-small.safetensors"))
+    parser.add_argument("-o", "--output", type=Path, default=Path("facevid/assets/facevid-small.safetensors"))
     parser.add_argument("--sampler-steps", type=int, default=None,
                         help="default sampler steps of these weights (not training steps)")
     args = parser.parse_args()

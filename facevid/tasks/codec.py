@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import time as clock
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -17,22 +17,16 @@ from facevid.io.arrays import to_tensor
 from facevid.errors import ConfigError, InputError, NoFaceError
 from facevid.io.fvl import FvlFrame, FvlHeader, FvlWriter, read_fvl
 from facevid.io.arrays import to_uint8
+from facevid.tasks.summary import TaskSummary
 
 
-@dataclass
-class CodecSummary:
+@dataclass(kw_only=True)
+class CodecSummary(TaskSummary):
     input: str
-    output: str
-    frames: int = 0
     frames_without_face: int = 0
     bits_per_frame: int = 0
     motion_kbps: float = 0.0
     file_bytes: int = 0
-    seconds: float = 0.0
-    fps: float = 0.0
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _clip(crops: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -69,7 +63,7 @@ def encode(video: str | Path, output: str | Path, *, weights: str | None = None,
     model = load_model(weights_path, device)
     spec = _spec(model)
     tracker = FaceTracker(make_backend(aligner), spec, face=face)
-    summary = CodecSummary(str(video), str(out))
+    summary = CodecSummary(input=str(video), output=str(out))
     started = clock.perf_counter()
     writer, pending, last, reference = None, [], None, None
     try:
@@ -100,8 +94,7 @@ def encode(video: str | Path, output: str | Path, *, weights: str | None = None,
     summary.bits_per_frame = writer.header.bits_per_frame
     summary.motion_kbps = summary.bits_per_frame * float(info.fps) / 1000
     summary.file_bytes = out.stat().st_size
-    summary.seconds = clock.perf_counter() - started
-    summary.fps = summary.frames / max(summary.seconds, 1e-9)
+    summary.finish(started)
     return summary
 
 
@@ -177,7 +170,7 @@ def decode(fvl: str | Path, output: str | Path, *, weights: str | None = None, b
     generator = torch.Generator(on).manual_seed(seed)
     backgrounds = iter_frames(background, allow_truncated=allow_truncated) if background is not None else None
     mask = crop_mask(cfg.out_size, "face")
-    summary = CodecSummary(str(fvl), str(out), bits_per_frame=data.header.bits_per_frame)
+    summary = CodecSummary(input=str(fvl), output=str(out), bits_per_frame=data.header.bits_per_frame)
     started = clock.perf_counter()
     with VideoWriter(out, data.header.fps, audio_from=background, codec=codec, crf=crf, force=force) as writer, \
             progress_bar("decode", len(data.frames), enabled=progress) as advance:
@@ -198,8 +191,7 @@ def decode(fvl: str | Path, output: str | Path, *, weights: str | None = None, b
                 summary.frames += 1
                 summary.frames_without_face += not frame.has_face
                 advance(1)
-    summary.seconds = clock.perf_counter() - started
-    summary.fps = summary.frames / max(summary.seconds, 1e-9)
+    summary.finish(started)
     summary.file_bytes = out.stat().st_size
     return summary
 

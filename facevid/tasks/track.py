@@ -6,7 +6,7 @@ import json
 import tempfile
 from contextlib import nullcontext
 import time as clock
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,25 +17,19 @@ from facevid.face.crop import CropSpec, cut_crop, invert_affine, transform_point
 from facevid.errors import ConfigError, NoFaceError
 from facevid.face.track import FaceTracker, TrackedFace, make_backend
 from facevid.progress import progress_bar
+from facevid.tasks.summary import TaskSummary
 
 
-@dataclass
-class TrackSummary:
+@dataclass(kw_only=True)
+class TrackSummary(TaskSummary):
     """What `track` did: counts, timing and the outputs written."""
 
     input: str
-    output: str
     crops: str | None
-    frames: int = 0
     frames_with_face: int = 0
     frames_without_face: int = 0
     detector_runs: int = 0
-    seconds: float = 0.0
-    fps: float = 0.0
     aligner: str = ""
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def draw_track(frame: np.ndarray, face: TrackedFace, size: int) -> np.ndarray:
@@ -90,8 +84,7 @@ def track(video: str | Path, output: str | Path, *, crops: str | Path | None = N
             advance(1)
         if summary.frames_with_face == 0:
             raise NoFaceError(tracker.not_found(f"{video} ({summary.frames} frames)"))
-    summary.seconds = clock.perf_counter() - start
-    summary.fps = summary.frames / max(summary.seconds, 1e-9)
+    summary.finish(start)
     return summary
 
 

@@ -8,7 +8,7 @@ source frame → write with the driver's timestamps and audio. Memory is bounded
 from __future__ import annotations
 
 import time as clock
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -21,22 +21,16 @@ from facevid.io.arrays import points_to_unit
 from facevid.io.arrays import to_tensor
 from facevid.errors import ConfigError, NoFaceError
 from facevid.io.arrays import to_uint8
+from facevid.tasks.summary import TaskSummary
 
 
-@dataclass
-class TransferSummary:
+@dataclass(kw_only=True)
+class TransferSummary(TaskSummary):
     source: str
     driver: str
-    output: str
-    frames: int = 0
     driver_frames_without_face: int = 0
-    seconds: float = 0.0
-    fps: float = 0.0
     steps: int = 0
     relative: bool = True
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _source_frames(source, tracker, allow_truncated: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -193,7 +187,8 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
     animate = Animator(model, source_crop, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
                        seed=seed, relative=not absolute, device=device, motion=motion, source_points=source_points,
                        expression=expression)
-    summary = TransferSummary(str(source), str(driver), str(out), steps=animate.steps, relative=not absolute)
+    summary = TransferSummary(source=str(source), driver=str(driver), output=str(out), steps=animate.steps,
+                              relative=not absolute)
     tracker = FaceTracker(backend, spec, face=driver_face)
     mask = crop_mask(cfg.out_size, "face")
     started = clock.perf_counter()
@@ -231,6 +226,5 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
         if summary.frames == summary.driver_frames_without_face:
             raise NoFaceError(tracker.not_found(f"the driver {driver} ({summary.frames} frames)"))
         flush()
-    summary.seconds = clock.perf_counter() - started
-    summary.fps = summary.frames / max(summary.seconds, 1e-9)
+    summary.finish(started)
     return summary

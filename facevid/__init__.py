@@ -1,3 +1,40 @@
-"""facevid: edit and generate talking-face video with a disentangled diffusion video model."""
+"""facevid: edit and generate talking-face video with a disentangled diffusion video model.
+
+    import facevid
+
+    model = facevid.load_model("small")            # once; "small" is the bundled model
+    facevid.transfer("face.png", "drive.mp4", "out.mp4", model=model)
+    facevid.encode("talk.mp4", "talk.fvl", model=model)
+    facevid.decode("talk.fvl", "recon.mp4", model=model, background="talk.mp4")
+    facevid.track("talk.mp4", "tracked.mp4", crops="crops.mp4")
+
+Every task takes keyword arguments with the command line's defaults, raises a FacevidError
+subclass on bad input and returns a summary (`.to_json()`). Names are imported on first use,
+so `import facevid` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_model": "facevid.weights", "transfer": "facevid.tasks.transfer", "encode": "facevid.tasks.codec",
+    "decode": "facevid.tasks.codec", "track": "facevid.tasks.track", "FaceVid": "facevid.model.facevid",
+    "FacevidError": "facevid.errors", "InputError": "facevid.errors", "NoFaceError": "facevid.errors",
+    "ConfigError": "facevid.errors", "OutputExistsError": "facevid.errors", "FacevidWarning": "facevid.errors",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facevid' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -374,7 +374,7 @@ def transfer(
     expression of a driving photo (an image output holds that one frame)."""
     from facevid.tasks.transfer import transfer as run_transfer
 
-    summary = run_transfer(source, driver, output, weights=weights, steps=steps, guidance=guidance, seed=seed,
+    summary = run_transfer(source, driver, output, model=weights, steps=steps, guidance=guidance, seed=seed,
                            absolute=absolute, paste=not no_paste_back, colour_match=not no_colour_match,
                            window=window, motion=motion, aligner=aligner, face=face, driver_face=driver_face,
                            allow_truncated=allow_truncated, device=device, codec=codec, crf=crf, force=force,
@@ -403,7 +403,7 @@ def encode(
     """Encode a clip as content + discrete motion codes (.fvl); prints bits per frame."""
     from facevid.tasks.codec import encode as run_encode
 
-    summary = run_encode(video, output, weights=weights, window=window, aligner=aligner, face=face, device=device,
+    summary = run_encode(video, output, model=weights, window=window, aligner=aligner, face=face, device=device,
                          allow_truncated=allow_truncated, force=force, progress=not quiet)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
@@ -433,7 +433,7 @@ def decode(
     """Rebuild a video from an .fvl file."""
     from facevid.tasks.codec import decode as run_decode
 
-    summary = run_decode(fvl, output, weights=weights, background=background, steps=steps, seed=seed,
+    summary = run_decode(fvl, output, model=weights, background=background, steps=steps, seed=seed,
                          window=window, device=device, allow_truncated=allow_truncated, codec=codec, crf=crf,
                          force=force, progress=not quiet)
     if as_json:

@@ -104,8 +104,21 @@ def check_device(device: str) -> str:
 
 
 def load_model(name_or_path: str | Path | None = None, device: str = "cpu"):
-    """The FaceVid model for a registry name or a safetensors path."""
-    return load_weights(resolve(name_or_path), device=check_device(device))
+    """The FaceVid model for a registry name (default: the bundled `small`) or a safetensors path.
+
+    The model remembers where it came from (`weights_path`, and `weights_name`: the registry
+    name or the file's stem), which `encode` writes into an .fvl file."""
+    name = str(name_or_path or DEFAULT)
+    model = load_weights(resolve(name), device=check_device(device))
+    model.weights_name = name if name in registry() else Path(name).stem
+    return model
+
+
+def as_model(model, device: str = "cpu"):
+    """A loaded FaceVid: `model` itself when it is one, else the weights it names, loaded on `device`."""
+    from facevid.model.facevid import FaceVid
+
+    return model if isinstance(model, FaceVid) else load_model(model, device)
 
 
 # ---------------------------------------------------------------------------- safetensors files
@@ -162,5 +175,6 @@ def load_weights(path: str | Path, device: str = "cpu"):
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(f"{path} does not match the model (missing {len(missing)}, unexpected {len(unexpected)})")
+    model.weights_path, model.weights_name = Path(path), Path(path).stem
     return model.to(device).eval()
 

@@ -194,7 +194,7 @@ def _rebuilt(src: Path, dst: Path, png: bytes | None = None, times=None, transfo
 def encoded(tmp_path_factory, tiny_weights, moving_clip):
     """The moving clip encoded with the tiny weights (read only)."""
     path = tmp_path_factory.mktemp("encoded") / "clip.fvl"
-    codec.encode(moving_clip[0], path, weights=str(tiny_weights), progress=False)
+    codec.encode(moving_clip[0], path, model=str(tiny_weights), progress=False)
     return path
 
 
@@ -210,7 +210,7 @@ def test_encode_names_the_weights_never_by_path(encoded, tmp_path, tiny_weights,
     assert header.model == "tiny" and header.model_sha256 == sha256_of(tiny_weights)
     entry = WeightsEntry("tiny-reg", Path(tiny_weights), sha256_of(tiny_weights), Path(tiny_weights).stat().st_size, {})
     monkeypatch.setattr("facevid.weights.registry", lambda: {"tiny-reg": entry})
-    codec.encode(moving_clip[0], tmp_path / "r.fvl", weights="tiny-reg", progress=False)
+    codec.encode(moving_clip[0], tmp_path / "r.fvl", model="tiny-reg", progress=False)
     assert read_fvl(tmp_path / "r.fvl").header.model == "tiny-reg"
 
 
@@ -369,7 +369,7 @@ def test_decode_refuses_to_overwrite_its_inputs(capsys, tmp_path, encoded, tiny_
     shutil.copy(encoded, fvl)
     before = video.read_bytes(), fvl.read_bytes()
     with pytest.raises(ConfigError, match="must not be one of the inputs"):
-        codec.decode(fvl, video, weights=str(tiny_weights), background=video, force=True, progress=False)
+        codec.decode(fvl, video, model=str(tiny_weights), background=video, force=True, progress=False)
     (tmp_path / "link.mp4").symlink_to(video)
     for out, extra in [(video, ["--background", video]), (tmp_path / "link.mp4", ["--background", video]),
                        (fvl, []), (tmp_path / "." / "c.fvl", ["--background", video])]:

@@ -12,11 +12,10 @@ import cv2
 import numpy as np
 import torch
 
-from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back
-from facevid.io.arrays import to_tensor
 from facevid.errors import ConfigError, InputError, NoFaceError
+from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back
+from facevid.io.arrays import to_tensor, to_uint8
 from facevid.io.fvl import FvlFrame, FvlHeader, FvlWriter, read_fvl
-from facevid.io.arrays import to_uint8
 from facevid.tasks.summary import TaskSummary
 
 
@@ -44,14 +43,15 @@ def _spec(model) -> CropSpec:
 
 
 @torch.no_grad()
-def encode(video: str | Path, output: str | Path, *, weights: str | None = None, window: int = 16,
+def encode(video: str | Path, output: str | Path, *, model=None, window: int = 16,
            aligner: str = "auto", face: int = 1, device: str = "cpu", allow_truncated: bool = False,
            force: bool = False, progress: bool = True) -> CodecSummary:
-    """Track, crop and encode `video` into an .fvl file; prints nothing, returns sizes."""
+    """Track, crop and encode `video` into an .fvl file; prints nothing, returns sizes. `model`: a
+    FaceVid loaded by `facevid.load_model`, or a weights name or file (default: the bundled one)."""
     from facevid.face.track import FaceTracker, make_backend
     from facevid.progress import progress_bar
     from facevid.io.video import check_output_path, iter_frames, probe
-    from facevid.weights import load_model, resolve, sha256_of
+    from facevid.weights import as_model, sha256_of
 
     info = probe(video)
     out = check_output_path(output, force)
@@ -59,8 +59,10 @@ def encode(video: str | Path, output: str | Path, *, weights: str | None = None,
         raise ConfigError(f"the output of encode must end in .fvl, got {out.name}")
     if window < 1:
         raise ConfigError(f"--window must be 1 or more, got {window}")
-    weights_path = resolve(weights)
-    model = load_model(weights_path, device)
+    model = as_model(model, device)
+    weights_path = getattr(model, "weights_path", None)
+    if weights_path is None:
+        raise ConfigError("encode needs a model loaded from a weights file (its sha256 names it in the .fvl)")
     spec = _spec(model)
     tracker = FaceTracker(make_backend(aligner), spec, face=face)
     summary = CodecSummary(input=str(video), output=str(out))
@@ -73,8 +75,8 @@ def encode(video: str | Path, output: str | Path, *, weights: str | None = None,
                 if face.found:
                     last = cut_crop(frame.image, face.transform, spec.size)
                     if writer is None:   # the first face is the reference: motion is the change from it
-                        writer = _open_writer(out, model, _model_name(weights), weights_path, info, last,
-                                              sha256_of)
+                        writer = _open_writer(out, model, _model_name(model.weights_name), weights_path, info,
+                                              last, sha256_of)
                         reference = _clip([last], _device(model))[:, 0]
                 else:
                     summary.frames_without_face += 1
@@ -113,14 +115,11 @@ def _open_writer(out, model, name, weights_path, info, reference, sha256_of) -> 
                      encoded.motion[0, 0, :cfg.motion_dim].cpu().numpy())
 
 
-def _model_name(weights: str | None) -> str:
-    """The name an .fvl file shows for its weights: the registry name, else the file's stem (never a path)."""
+def _model_name(name: str) -> str:
+    """The name an .fvl file shows for its weights (the registry name or the file's stem, never a
+    path), printable and short."""
     from facevid.io.fvl import MAX_NAME
-    from facevid.weights import DEFAULT, registry
 
-    name = str(weights or DEFAULT)
-    if name not in registry():
-        name = Path(name).stem
     return "".join(c if c.isprintable() else "?" for c in name)[:MAX_NAME] or "weights"
 
 
@@ -139,14 +138,16 @@ def _flush(model, writer: FvlWriter, pending: list, reference: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def decode(fvl: str | Path, output: str | Path, *, weights: str | None = None, background: str | Path | None = None,
+def decode(fvl: str | Path, output: str | Path, *, model=None, background: str | Path | None = None,
            steps: int | None = None, seed: int = 0, window: int = 16, device: str = "cpu",
            allow_truncated: bool = False, codec: str = "libx264", crf: int = 18, force: bool = False,
            progress: bool = True) -> CodecSummary:
-    """Rebuild the clip of an .fvl file: the crops, or pasted back into `background`."""
+    """Rebuild the clip of an .fvl file: the crops, or pasted back into `background`. `model`: the
+    weights the file was encoded with (a loaded FaceVid, a name or a file); by default the
+    registry entry with the sha256 the file names."""
     from facevid.progress import progress_bar
     from facevid.io.video import VideoWriter, check_crf, check_output_path, iter_frames, probe
-    from facevid.weights import load_model
+    from facevid.weights import check_device, load_weights
 
     if window < 1:
         raise ConfigError(f"--window must be 1 or more, got {window}")
@@ -159,7 +160,10 @@ def decode(fvl: str | Path, output: str | Path, *, weights: str | None = None, b
         if (size.width, size.height) != tuple(data.header.source_size):
             raise InputError(f"the background is {size.width}x{size.height} but {fvl} was encoded from a "
                              f"{data.header.source_size[0]}x{data.header.source_size[1]} video")
-    model = load_model(_decode_weights(data.header, fvl, weights), device)
+    if model is None or isinstance(model, (str, Path)):   # the file found (and verified) once, then loaded
+        model = load_weights(_decode_weights(data.header, fvl, model), check_device(device))
+    else:
+        _check_sha256(data.header, fvl, model)
     cfg, on = model.cfg, _device(model)
     _check_model(data.header, cfg, fvl)
     reference = _reference_crop(data.reference_png, cfg.out_size, fvl)
@@ -203,6 +207,16 @@ def _refuse_inputs(out: Path, *inputs) -> None:
         same = out.exists() and source.exists() and os.path.samefile(out, source)
         if same or out.resolve() == source.resolve():
             raise ConfigError("the output must not be one of the inputs")
+
+
+def _check_sha256(header: FvlHeader, fvl, model) -> None:
+    """InputError unless `model` was loaded from the weights the file names."""
+    from facevid.weights import sha256_of
+
+    path = getattr(model, "weights_path", None)
+    if path is None or sha256_of(path) != header.model_sha256:
+        raise InputError(f"{fvl} was encoded with other weights ({header.model}, sha256 {header.model_sha256[:12]}); "
+                         f"pass them with --weights")
 
 
 def _decode_weights(header: FvlHeader, fvl, weights: str | None) -> Path:

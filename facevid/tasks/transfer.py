@@ -10,18 +10,19 @@ from __future__ import annotations
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
 from facevid.config import DEFAULT_MOTION
-from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back
-from facevid.io.arrays import points_to_unit
-from facevid.io.arrays import to_tensor
 from facevid.errors import ConfigError, NoFaceError
-from facevid.io.arrays import to_uint8
+from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back
+from facevid.io.arrays import points_to_unit, to_tensor, to_uint8
 from facevid.tasks.summary import TaskSummary
+
+if TYPE_CHECKING:
+    from facevid.model.facevid import FaceVid
 
 
 @dataclass(kw_only=True)
@@ -144,7 +145,7 @@ class Animator:
         return [to_uint8(f) for f in out[0]]
 
 
-def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weights: str | None = None,
+def transfer(source: str | Path, driver: str | Path, output: str | Path, *, model: FaceVid | str | None = None,
              steps: int | None = None, guidance: float = 1.0, seed: int = 0, absolute: bool = False,
              paste: bool = True, colour_match: bool = True, window: int = 16, aligner: str = "auto",
              motion: str = DEFAULT_MOTION, face: int = 1, driver_face: int = 1, allow_truncated: bool = False,
@@ -153,12 +154,13 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
     """Write `output`: the source face moving like the driver, with the driver's sound.
 
     A still driver lends its expression (mouth, eyes, brows) to the source's face; an image
-    output (.png, .jpg, ...) takes a still driver and holds the one frame."""
+    output (.png, .jpg, ...) takes a still driver and holds the one frame. `model`: a loaded
+    FaceVid (`facevid.load_model`, to reuse it over many calls), or a weights name or file."""
     from facevid.face.track import FaceTracker, Landmarks68, make_backend
     from facevid.io.image import ImageWriter
     from facevid.progress import progress_bar
     from facevid.io.video import VideoWriter, check_crf, check_output_path, is_image_path, iter_frames, probe
-    from facevid.weights import load_model
+    from facevid.weights import as_model
 
     if window < 1:
         raise ConfigError(f"--window must be 1 or more, got {window}")
@@ -175,7 +177,8 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, weig
         raise ConfigError(f"{out.name} is an image, which holds one frame: drive it with an image, or write a video")
     if expression and motion != "landmarks":
         raise ConfigError("an image driver gives its expression by its landmarks: use --motion landmarks")
-    model = load_model(weights, device)
+    model = as_model(model, device)
+    device = str(next(model.parameters()).device)
     cfg = model.cfg
     spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
     backend = make_backend(aligner)

@@ -26,7 +26,7 @@ from facevid import demo  # noqa: E402
 from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back  # noqa: E402
 from facevid.config import DEFAULT_MOTION  # noqa: E402
 from facevid.face.track import FaceTracker, Landmarks68, make_backend  # noqa: E402
-from facevid.tasks.transfer import Animator  # noqa: E402
+from facevid.pipeline import Animator  # noqa: E402
 from facevid.io.video import VideoWriter, iter_frames, probe  # noqa: E402
 from facevid.weights import load_model  # noqa: E402
 

@@ -91,7 +91,7 @@ def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, cas
 def test_animator_moves_the_source_landmarks_by_the_drivers_change(tiny_weights, monkeypatch):
     """motion="landmarks": the warp's targets are the source's landmarks plus the driver's
     change since its first frame (relative), or the driver's own (absolute), in model units."""
-    from facevid.tasks.transfer import Animator, crop_points
+    from facevid.pipeline import Animator, crop_points
     from facevid.weights import load_model
 
     model = load_model(tiny_weights)

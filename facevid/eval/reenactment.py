@@ -121,7 +121,7 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
     (relative motion; by default driven as `facevid transfer` drives it). `marks`: the 68
     landmarks of source (68, 2) and driver (T, 68, 2) in crop pixels, for motion="landmarks"."""
     from facevid.config import DEFAULT_MOTION
-    from facevid.tasks.transfer import Animator
+    from facevid.pipeline import Animator
 
     cfg = model.cfg
     source_marks, driver_marks = marks or (None, None)   # the Animator says if they are missing

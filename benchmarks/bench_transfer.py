@@ -23,11 +23,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from facevid import demo  # noqa: E402
-from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back  # noqa: E402
 from facevid.config import DEFAULT_MOTION  # noqa: E402
+from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back  # noqa: E402
 from facevid.face.track import FaceTracker, Landmarks68, make_backend  # noqa: E402
-from facevid.pipeline import Animator  # noqa: E402
 from facevid.io.video import VideoWriter, iter_frames, probe  # noqa: E402
+from facevid.pipeline import Animator  # noqa: E402
 from facevid.weights import load_model  # noqa: E402
 
 STAGES = ("decode", "track", "landmarks", "crop", "model", "paste-back", "write")

@@ -111,7 +111,8 @@ def track(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
 ):
     """Find and follow the face; draw the track, optionally write the aligned crops."""
-    from facevid.tasks.track import JsonFrames, track as run_track
+    from facevid.tasks.track import JsonFrames
+    from facevid.tasks.track import track as run_track
 
     records = JsonFrames() if as_json else None
     summary = run_track(video, output, crops=crops, aligner=aligner, face=face, size=size, margin=margin,
@@ -248,11 +249,11 @@ def evaluate(
 ):
     """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines;
     with --synthetic, factor errors after transfer between synthetic heads (no --data needed)."""
-    from facevid.io.cache import load_cache, read_identities
     from facevid.errors import InputError
-    from facevid.eval.reenactment import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
     from facevid.eval.factors import SYNTHETIC_COLUMNS, synthetic_benchmark
+    from facevid.eval.reenactment import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
     from facevid.eval.report import save_grid
+    from facevid.io.cache import load_cache, read_identities
     from facevid.io.video import check_output_path
     from facevid.weights import load_model
 

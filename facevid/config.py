@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from facevid.errors import ConfigError
+import tomllib
 
+from facevid.errors import ConfigError
 
 # where transfer (and eval's "model") takes the warp's landmark motion from: "landmarks" (the
 # tracker's 68 dlib points), "keypoints" (KeypointNet) or "codes"; held-out, bundled run9: AKD

@@ -9,7 +9,6 @@ import torch
 from facevid.errors import ConfigError
 from facevid.io.arrays import points_to_unit, to_tensor, to_uint8
 
-
 # "landmarks": the face tracker's 68 landmarks (dlib, as in the training data) of source and
 # driver; "keypoints": the model's KeypointNet on the crops; "codes": the landmark change the
 # driver's motion codes imply (what `facevid decode` rebuilds)

@@ -9,8 +9,14 @@ from typing import Callable, Iterator
 
 def _columns(total: int | None, unit: str) -> list:
     """The bar's columns; the rate column shows nothing until rich has measured a speed."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class RateColumn(ProgressColumn):

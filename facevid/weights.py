@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
-from dataclasses import asdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import tomllib
 
 from facevid.errors import ConfigError, InputError
 

@@ -14,8 +14,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from facevid.weights import export_weights, load_weights, weights_metadata
-from facevid.weights import sha256_of
+from facevid.weights import export_weights, load_weights, sha256_of, weights_metadata
 
 
 def main() -> None:

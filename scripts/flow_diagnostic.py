@@ -19,10 +19,10 @@ import argparse
 import numpy as np
 import torch
 
-from facevid.train.batches import BatchSampler
 from facevid.io.cache import load_cache, read_identities
 from facevid.model.facevid import resize
 from facevid.model.warp import grid_to_flow, tps_grid
+from facevid.train.batches import BatchSampler
 from facevid.weights import load_model
 
 

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from facevid.face.crop import CropSpec, box_from_landmarks
-from facevid.io.cache import load_cache
-from facevid.face.track import MEASURE_SIZE, Landmarks68
 from facevid.face.identity import iod, jitter
-from facevid.io.cache import load_manifest
+from facevid.face.track import MEASURE_SIZE, Landmarks68
+from facevid.io.cache import load_cache, load_manifest
 
 
 def main() -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
-
-import cv2
 
 from facevid import demo
 from facevid.config import PRESETS

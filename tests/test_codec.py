@@ -13,14 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_cli_track import assert_one_line_error, run_cli
 
-from facevid.tasks import codec
 from facevid.errors import ConfigError, InputError
 from facevid.io.fvl import MAGIC, FvlFrame, FvlHeader, FvlWriter, pack_codes, read_fvl, unpack_codes
 from facevid.io.video import probe
+from facevid.tasks import codec
 from facevid.weights import WeightsEntry, sha256_of
-
-from test_cli_track import assert_one_line_error, run_cli
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

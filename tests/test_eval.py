@@ -7,17 +7,16 @@ import json
 
 import numpy as np
 import pytest
+from test_cli_track import assert_one_line_error, run_cli
 
 from facevid import demo, synthetic
 from facevid.config import PRESETS
-from facevid.face.crop import CropSpec, align_transform, cut_crop
-from facevid.eval.reenactment import RECONSTRUCTION, Scores, akd, bits_per_frame, mouth_opening
 from facevid.eval.factors import fit_estimator, synthetic_benchmark
+from facevid.eval.reenactment import RECONSTRUCTION, Scores, akd, bits_per_frame, mouth_opening
+from facevid.face.crop import CropSpec, align_transform, cut_crop
 from facevid.face.identity import FaceMeter, jitter, motion_error, temporal_identity
 from facevid.train.prepare import write_synthetic_cache
 from facevid.weights import load_weights
-
-from test_cli_track import assert_one_line_error, run_cli
 
 
 def test_face_meter_on_the_astronaut():

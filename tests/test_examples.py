@@ -9,11 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_cli_track import run_cli
 
 from facevid.io.video import iter_frames, probe
 from facevid.weights import DEFAULT, registry
-
-from test_cli_track import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facevid.face import crop as C
 from facevid import demo
 from facevid.errors import BackendUnavailableError, ConfigError
+from facevid.face import crop as C
 from facevid.face.track import DlibBackend, FaceTracker, OneEuroFilter, make_backend
 from facevid.io.video import iter_frames
 

@@ -11,13 +11,22 @@ from fractions import Fraction
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_codec import join_fvl, split_fvl
 
 from facevid.errors import InputError
-from facevid.io.fvl import (MAX_FPS, MAX_NAME, MAX_SOURCE_SIZE, MAX_TIME, MIN_FPS, FvlFrame, FvlHeader, FvlWriter,
-                         read_fvl)
-
-from test_codec import join_fvl, split_fvl
+from facevid.io.fvl import (
+    MAX_FPS,
+    MAX_NAME,
+    MAX_SOURCE_SIZE,
+    MAX_TIME,
+    MIN_FPS,
+    FvlFrame,
+    FvlHeader,
+    FvlWriter,
+    read_fvl,
+)
 
 FUZZ = settings(derandomize=True, deadline=None, database=None, max_examples=250,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

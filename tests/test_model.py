@@ -12,12 +12,12 @@ import torch
 from facevid import synthetic
 from facevid.config import PRESETS, TrainConfig
 from facevid.io.arrays import points_to_unit
-from facevid.train.batches import BatchSampler
 from facevid.io.cache import load_cache
 from facevid.model.facevid import FaceVid, region_mask
 from facevid.model.warp import sample_grid
-from facevid.train.prepare import write_synthetic_cache
+from facevid.train.batches import BatchSampler
 from facevid.train.loop import fit_flow_code, make_optimizer, train_step
+from facevid.train.prepare import write_synthetic_cache
 
 TINY = PRESETS["tiny"]
 

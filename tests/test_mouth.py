@@ -7,14 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_cli_track import assert_one_line_error, run_cli
 
 from facevid.config import PRESETS
 from facevid.model.facevid import FaceVid
 from facevid.model.mouth import cut, fade, mouth_boxes, polygon_mask, uncut
 from facevid.train.prepare import write_synthetic_cache
 from facevid.weights import load_weights, weights_metadata
-
-from test_cli_track import assert_one_line_error, run_cli
 
 
 def ellipse_mouth(centre=(0.0, 0.3), outer=(0.2, 0.1), inner=(0.1, 0.05)) -> torch.Tensor:
@@ -106,8 +105,8 @@ def test_train_mouth_errors(capsys, tmp_path, cache, tiny_weights, case):
 
 
 def test_eval_scores_the_model_without_its_refiner_beside_it(one_thread, cache):
-    from facevid.io.cache import load_cache
     from facevid.eval.reenactment import NO_REFINER, self_reenactment
+    from facevid.io.cache import load_cache
 
     torch.manual_seed(0)
     model = FaceVid(replace(PRESETS["tiny"], mouth_size=16, sample_steps=1)).eval()

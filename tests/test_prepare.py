@@ -7,14 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
-
-from facevid.face.crop import CropSpec
-from facevid.io.cache import load_cache
-from facevid.errors import InputError
-from facevid.face.track import Landmarks68
-from facevid.io.cache import CACHE_VERSION, load_manifest
-
 from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
+
+from facevid.errors import InputError
+from facevid.face.crop import CropSpec
+from facevid.face.track import Landmarks68
+from facevid.io.cache import CACHE_VERSION, load_cache, load_manifest
 
 
 def _folder(tmp_path, moving_clip):

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from facevid.errors import ConfigError
 from facevid.model.quantize import GroupQuantizer
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -15,14 +15,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from facevid.face.expression import expression_target, eye_openness
-from facevid.eval.reenactment import mouth_opening
-from facevid.train.prepare import write_synthetic_cache
-from facevid.weights import DEFAULT, registry
-
 from terminal import environment, run_in_terminal
 from test_cli_track import assert_one_line_error, run_cli
+
+from facevid.eval.reenactment import mouth_opening
+from facevid.face.expression import expression_target, eye_openness
+from facevid.train.prepare import write_synthetic_cache
+from facevid.weights import DEFAULT, registry
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--preset", "tiny", "--threads", "1", "-q"]

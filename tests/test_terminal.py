@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from terminal import run_in_terminal
 
 from facevid.train.prepare import write_synthetic_cache
-
-from terminal import run_in_terminal
 
 
 @pytest.fixture(scope="module")

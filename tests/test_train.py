@@ -13,11 +13,10 @@ from dataclasses import replace
 import pytest
 import torch
 from safetensors import safe_open
+from test_cli_track import assert_one_line_error, run_cli
 
 from facevid.train.prepare import write_synthetic_cache
 from facevid.weights import load_weights
-
-from test_cli_track import assert_one_line_error, run_cli
 
 FAST = ["--preset", "tiny", "--threads", "1", "-q"]
 

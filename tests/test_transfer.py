@@ -6,11 +6,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
 
 from facevid import demo
 from facevid.io.video import iter_frames, probe
-
-from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
 
 
 def _frames(path):

@@ -16,8 +16,16 @@ import pytest
 from PIL import Image
 
 from facevid.errors import ConfigError, FacevidError, FacevidWarning, InputError, OutputExistsError
-from facevid.io.video import (AUDIO_TAIL, Frame, VideoWriter, check_crf, check_output_path,
-                           is_image_path, iter_frames, probe)
+from facevid.io.video import (
+    AUDIO_TAIL,
+    Frame,
+    VideoWriter,
+    check_crf,
+    check_output_path,
+    is_image_path,
+    iter_frames,
+    probe,
+)
 
 RED = (255, 0, 0)
 

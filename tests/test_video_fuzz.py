@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_video import make_clip, pattern
 
 from facevid.errors import FacevidError, FacevidWarning
 from facevid.io.video import iter_frames, probe
-from test_video import make_clip, pattern
 
 EXAMPLES = 100
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from test_cli_track import assert_one_line_error, run_cli
 
 from facevid import weights as W
 from facevid.errors import InputError
-
-from test_cli_track import assert_one_line_error, run_cli
 
 
 def _registry(tmp_path, content=b"weights-bytes", sha=None, size=None):

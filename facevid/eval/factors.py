@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from facevid import synthetic
+from facevid.face.landmarks import BROWS_AND_EYES, MOUTH
 
 if TYPE_CHECKING:
     from facevid.model.facevid import FaceVid
@@ -68,8 +69,8 @@ def coarse_features(crops: np.ndarray) -> np.ndarray:
 
 
 ALIGNED_SIDE = 96   # the aligned face canvas (pixels)
-PARTS = ((slice(48, 68), 6, (32, 16)),    # mouth: its landmarks, padding (canvas pixels), patch width x height
-         (slice(17, 48), 4, (48, 16)))    # brows and eyes
+PARTS = ((MOUTH, 6, (32, 16)),             # mouth: its landmarks, padding (canvas pixels), patch width x height
+         (BROWS_AND_EYES, 4, (48, 16)))
 
 
 def aligned_features(crops: np.ndarray, marks: np.ndarray, mean_shape: np.ndarray) -> np.ndarray:

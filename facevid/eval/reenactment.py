@@ -18,13 +18,12 @@ import cv2
 import numpy as np
 import torch
 
-from facevid.eval.baselines import landmark_warp
 from facevid.config import ModelConfig
-from facevid.io.arrays import unit_to_points
+from facevid.eval.baselines import landmark_warp
+from facevid.face.landmarks import LOWER_INNER_LIP, MOUTH, UPPER_INNER_LIP
+from facevid.io.arrays import to_tensor, to_uint8, unit_to_points
 from facevid.io.cache import Clip
-from facevid.io.arrays import to_tensor
 from facevid.model.facevid import FaceVid
-from facevid.io.arrays import to_uint8
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -109,7 +108,7 @@ def mouth_opening(marks: np.ndarray) -> float | np.ndarray:
     from facevid.face.identity import iod
 
     marks = np.asarray(marks)
-    gap = np.linalg.norm(marks[..., [61, 62, 63], :] - marks[..., [67, 66, 65], :], axis=-1).mean(-1)
+    gap = np.linalg.norm(marks[..., UPPER_INNER_LIP, :] - marks[..., LOWER_INNER_LIP, :], axis=-1).mean(-1)
     opening = gap / iod(marks)
     return float(opening) if np.ndim(opening) == 0 else opening
 
@@ -213,7 +212,7 @@ def _score_clip(scores: Scores, meter: LandmarkMeter, real: np.ndarray, marks: n
             if real_marks is not None:
                 scores.add_landmarks(name, real_marks, meter(frames[t]))
             if opens:
-                scores.add_mouth(name, real[t], frames[t], marks[t][48:68])
+                scores.add_mouth(name, real[t], frames[t], marks[t][MOUTH])
     return real_no_face, mouth_frames
 
 

@@ -12,8 +12,8 @@ from facevid.io.arrays import to_uint8
 
 def _write_png(image: np.ndarray, path: Path) -> Path:
     """Write a PNG atomically (cv2.imwrite would fail silently; a folder we cannot write is an InputError)."""
-    from facevid.io.atomic import write_bytes
     from facevid.errors import InputError
+    from facevid.io.atomic import write_bytes
 
     path = Path(path)
     ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

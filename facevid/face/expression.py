@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# iBUG 68 regions whose shape is the expression; the rest (jaw line, nose) is the source's face.
-MOUTH = slice(48, 68)
-LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)
-LEFT_BROW, RIGHT_BROW = slice(17, 22), slice(22, 27)
-STABLE = [27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45]   # nose bridge, nostrils and eye corners: the pose
-JAW_BELOW_MOUTH = np.arange(4, 13)                      # moves with the lower lip; chin (8) the most
+from facevid.face.landmarks import CHIN, LEFT_BROW, LEFT_EYE, LOWER_LIP_BOTTOM, MOUTH, RIGHT_BROW, RIGHT_EYE, STABLE
+
+# the regions whose shape is the expression; the rest (jaw line, nose) is the source's face
+EXPRESSIVE = (MOUTH, LEFT_EYE, RIGHT_EYE, LEFT_BROW, RIGHT_BROW)
+JAW_BELOW_MOUTH = np.arange(CHIN - 4, CHIN + 5)          # moves with the lower lip; the chin the most
 
 
 def eye_openness(marks: np.ndarray) -> float:
@@ -46,9 +45,9 @@ def expression_target(source: np.ndarray, driver: np.ndarray) -> np.ndarray:
     fit = similarity_fit(driver[STABLE], source[STABLE])
     aligned = driver @ fit[:, :2].T + fit[:, 2]
     target = source.copy()
-    for region in (MOUTH, LEFT_EYE, RIGHT_EYE, LEFT_BROW, RIGHT_BROW):
+    for region in EXPRESSIVE:
         target[region] = source[region].mean(0) + aligned[region] - aligned[region].mean(0)
-    drop = (target[57] - source[57])[None]                     # the lower lip's move, to the chin
-    weight = 1 - np.abs(JAW_BELOW_MOUTH - 8) / 5.0
+    drop = (target[LOWER_LIP_BOTTOM] - source[LOWER_LIP_BOTTOM])[None]   # the lower lip's move, to the chin
+    weight = 1 - np.abs(JAW_BELOW_MOUTH - CHIN) / 5.0
     target[JAW_BELOW_MOUTH] = source[JAW_BELOW_MOUTH] + weight[:, None] * drop
     return target.astype(np.float32)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from facevid.face.crop import CropSpec
+from facevid.face.landmarks import LEFT_EYE, RIGHT_EYE
 from facevid.face.track import Landmarks68
 
 
@@ -35,7 +36,7 @@ def iod(landmarks: np.ndarray) -> float | np.ndarray:
     """Inter-ocular distance of 68-point landmarks (eye centres): a float for one set (68, 2),
     an array for a stack (..., 68, 2)."""
     landmarks = np.asarray(landmarks)
-    distance = np.linalg.norm(landmarks[..., 36:42, :].mean(-2) - landmarks[..., 42:48, :].mean(-2), axis=-1)
+    distance = np.linalg.norm(landmarks[..., LEFT_EYE, :].mean(-2) - landmarks[..., RIGHT_EYE, :].mean(-2), axis=-1)
     return float(distance) if distance.ndim == 0 else distance
 
 

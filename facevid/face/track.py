@@ -16,12 +16,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facevid.face.crop import (CropSpec, align_transform, box_from_landmarks, cut_crop, face_box_in_crop, iou,
-                          params_to_transform, transform_to_params)
 from facevid.errors import BackendUnavailableError, ConfigError
+from facevid.face.crop import (
+    CropSpec,
+    align_transform,
+    box_from_landmarks,
+    cut_crop,
+    face_box_in_crop,
+    iou,
+    params_to_transform,
+    transform_to_params,
+)
+from facevid.face.landmarks import FIVE_FROM_68
 
-# The 68-point (iBUG) indices that correspond to the 5 template points.
-FIVE_FROM_68 = (45, 42, 36, 39, 33)
 ALIGNERS = ("auto", "dlib", "face-alignment")
 
 

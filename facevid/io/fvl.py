@@ -36,8 +36,8 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from facevid.io.atomic import AtomicOutput, temp_beside
 from facevid.errors import InputError
+from facevid.io.atomic import AtomicOutput, temp_beside
 
 MAGIC = b"FVL\x01"
 VERSION = 2

@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facevid.io.atomic import AtomicOutput
 from facevid.errors import FacevidError
+from facevid.io.atomic import AtomicOutput
 
 
 class ImageWriter(AtomicOutput):

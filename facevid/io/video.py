@@ -23,8 +23,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from facevid.io.atomic import AtomicOutput, temp_beside
 from facevid.errors import ConfigError, FacevidError, FacevidWarning, InputError, OutputExistsError
+from facevid.io.atomic import AtomicOutput, temp_beside
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 IMAGE_FPS = Fraction(25)  # an image behaves as a one-frame video at this rate

@@ -6,7 +6,6 @@ unpatchify keeps pixel detail that 8x8 patches would lose."""
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

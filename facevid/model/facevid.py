@@ -30,14 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from facevid.config import ModelConfig
+from facevid.face.landmarks import EYES_AND_MOUTH, MOUTH
 from facevid.model.decoder import DiT
 from facevid.model.encoder import Encoder, KeypointNet
 from facevid.model.mouth import MouthRefiner
 from facevid.model.quantize import GroupQuantizer, QuantizerOutput
-from facevid.model.warp import (FlowNet, border_anchors, flow_to_grid, grid_to_flow, sample_grid, tps_grid,
-                                warp_image)
+from facevid.model.warp import FlowNet, border_anchors, flow_to_grid, grid_to_flow, sample_grid, tps_grid, warp_image
 from facevid.sampling import Denoiser, guided, karras_sigmas, sample, sample_training_sigmas
-
 
 FLOW_RANGE = 3.0   # the flow code's levels span ± this many standard deviations of each component
 
@@ -61,8 +60,7 @@ class Warped:
     start: torch.Tensor          # (N, f, f, 2) ... TPS on the keypoints, or the flow code's flow
 
 
-MOUTH = slice(48, 68)   # the iBUG 68 mouth landmarks
-OWN_FACE_PINS = slice(36, 68)   # eyes and mouth: where a face driven by its own landmarks is pinned to them
+OWN_FACE_PINS = EYES_AND_MOUTH   # where a face driven by its own landmarks is pinned to them
 
 
 def region_mask(points: torch.Tensor, size: int, pad: float = 0.0) -> torch.Tensor:

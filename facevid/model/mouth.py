@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facevid.face.landmarks import INNER_LIPS, OUTER_LIPS
 from facevid.model.layers import ConvBlock
 
-OUTER_LIPS = slice(48, 60)
-INNER_LIPS = slice(60, 68)
 WINDOW_SCALE = 1.8    # the window's side, in widths of the mouth (its outer lips' extent)
 FADE = (0.75, 0.95)   # the correction fades from full to none between these window radii
 

@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facevid.face.landmarks import PARTS
+
 # iBUG 68-point regions: jaw, brows, nose, eyes, mouth (index ranges, end exclusive).
-LANDMARK_REGIONS = ((0, 17), (17, 27), (27, 36), (36, 48), (48, 68))
+LANDMARK_REGIONS = PARTS   # the flow net's heatmaps: one channel per part
 
 
 def identity_grid(batch: int, height: int, width: int, *, device=None, dtype=None) -> Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from contextlib import nullcontext
 import time as clock
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,8 +13,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from facevid.face.crop import CropSpec, cut_crop, invert_affine, transform_points
 from facevid.errors import ConfigError, NoFaceError
+from facevid.face.crop import CropSpec, cut_crop, invert_affine, transform_points
 from facevid.face.track import FaceTracker, TrackedFace, make_backend
 from facevid.progress import progress_bar
 from facevid.tasks.summary import TaskSummary

@@ -71,8 +71,8 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
     FaceVid (`facevid.load_model`, to reuse it over many calls), or a weights name or file."""
     from facevid.face.track import FaceTracker, Landmarks68, make_backend
     from facevid.io.image import ImageWriter
-    from facevid.progress import progress_bar
     from facevid.io.video import VideoWriter, check_crf, check_output_path, is_image_path, iter_frames, probe
+    from facevid.progress import progress_bar
     from facevid.weights import as_model
 
     if window < 1:

@@ -7,20 +7,14 @@ motion(B)). Landmarks are in [-1, 1] crop coordinates (pixel centres, align_corn
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
-from facevid.io.arrays import points_to_unit
-from facevid.face.flow import optical_flow
-from facevid.io.cache import Clip
-from facevid.io.arrays import to_tensor
 from facevid.errors import InputError
-
-# iBUG 68-point mirror permutation (for horizontal flips)
-FLIP_68 = (list(range(16, -1, -1)) + list(range(26, 21, -1)) + list(range(21, 16, -1)) + [27, 28, 29, 30]
-           + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
-           + [54, 53, 52, 51, 50, 49, 48] + [59, 58, 57, 56, 55] + [64, 63, 62, 61, 60] + [67, 66, 65])
+from facevid.face.flow import optical_flow
+from facevid.face.landmarks import FLIP_68
+from facevid.io.arrays import points_to_unit, to_tensor
+from facevid.io.cache import Clip
 
 
 class BatchSampler:

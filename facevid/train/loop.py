@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from facevid.io.atomic import make_folder, write_json
 from facevid.config import ModelConfig, TrainConfig
 from facevid.errors import ConfigError, InputError
+from facevid.io.atomic import make_folder, write_json
 from facevid.model.facevid import FaceVid
 from facevid.weights import export_weights, read_weights
 
@@ -384,8 +384,8 @@ def train(data: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bo
 
 
 def _loop(model, ema, optimizer, generator, sampler, cfg, run_dir, step, elapsed, history, grids, progress, log):
-    from facevid.progress import progress_bar
     from facevid.eval.report import save_training_plot
+    from facevid.progress import progress_bar
 
     rank, world = dist_info()
     start, last_save, frames_seen = time.monotonic() - elapsed, time.monotonic(), 0

@@ -28,9 +28,8 @@ def build(model, clips, out_dir: str | Path, *, segment: int = SEGMENT, progress
     """Animate every segment of `clips` (facevid.train.batches.Clip) with `model`, write the arrays to
     `out_dir` (atomically: a half-written folder is never read) and return the frame count."""
     from facevid.eval.reenactment import clip_at, reenact
-    from facevid.progress import progress_bar
-
     from facevid.io.atomic import atomic_dir
+    from facevid.progress import progress_bar
 
     with atomic_dir(out_dir) as tmp:
         return _build_into(tmp, model, clips, segment, progress, clip_at, reenact, progress_bar)
@@ -121,8 +120,8 @@ class Batches:
         return np.where(chosen, self.rng.choice(pools[0], n), self.rng.choice(pools[-1], n))
 
     def sample(self, n: int | None = None, indices: np.ndarray | None = None, augment: bool = True) -> dict:
-        from facevid.io.arrays import points_to_unit
-        from facevid.train.batches import FLIP_68, to_tensor
+        from facevid.face.landmarks import FLIP_68
+        from facevid.io.arrays import points_to_unit, to_tensor
 
         d, size = self.data, self.size
         idx = np.sort(self.indices(n or self.cfg.batch) if indices is None else indices)
@@ -194,8 +193,8 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
     `run_dir`'s checkpoint if there is one, and write the model with it to `output`."""
     import time
 
-    from facevid.model.mouth import MouthRefiner
     from facevid.io.atomic import make_folder
+    from facevid.model.mouth import MouthRefiner
     from facevid.train.loop import load_checkpoint, set_learning_rate
     from facevid.weights import export_weights, load_weights, weights_metadata
 
@@ -287,10 +286,9 @@ def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir
     identities in the caches, if any, make run_dir/val, scored as training goes."""
     from facevid.config import TrainConfig
     from facevid.io.cache import load_cache
+    from facevid.io.video import check_output_path
     from facevid.train.loop import resolve_clips
     from facevid.weights import resolve
-
-    from facevid.io.video import check_output_path
 
     output, run_dir = check_output_path(output, force), Path(run_dir)
     if output.suffix != ".safetensors":

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facevid.errors import ConfigError, FacevidError, InputError
+from facevid.face.crop import CropSpec, cut_crop, transform_points
 from facevid.io.atomic import atomic_open, atomic_path, make_folder, temp_beside, write_json
 from facevid.io.cache import CACHE_VERSION, load_manifest
-from facevid.face.crop import CropSpec, cut_crop, transform_points
-from facevid.errors import ConfigError, FacevidError, InputError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}

@@ -11,8 +11,7 @@ import tomllib
 from facevid.errors import ConfigError
 
 # where transfer (and eval's "model") takes the warp's landmark motion from: "landmarks" (the
-# tracker's 68 dlib points), "keypoints" (KeypointNet) or "codes"; held-out, bundled run9: AKD
-# 0.031 / 0.043 / 0.052, motion error between people 0.049 with landmarks, 0.069 with keypoints
+# tracker's 68 dlib points), "keypoints" (KeypointNet) or "codes" (measured: docs/decisions.md)
 DEFAULT_MOTION = "landmarks"
 
 
@@ -151,10 +150,8 @@ class TrainConfig:
     loss_landmarks: float = 1.0     # motion codes → landmark displacement (L1 in net_size pixels)
     loss_keypoints: float = 0.5     # keypoint net → landmarks of the reference (L1 in net_size pixels)
     loss_flow: float = 1.0          # warp flow → optical flow target → reference (L1 in net_size pixels)
-    loss_correspondence: float = 0.3   # final warp → true target landmarks onto the reference's (L1, pixels);
-                                       # 622 steps at 1.0 on run_box: held-out AKD 0.027 → 0.022, PSNR 21.02 →
-                                       # 20.74. With the flow code, 0.3 (run12): dlib's landmarks and the flow
-                                       # disagree, and at 1.0 the flow U-Net bent the warp towards dlib's
+    loss_correspondence: float = 0.3   # final warp → true target landmarks onto the reference's (L1, pixels;
+                                       # why 0.3: docs/decisions.md)
     teacher_forcing: float = 0.5    # share of clips whose warp uses the true target landmarks
     sigma_max_share: float = 0.2    # share of denoiser training frames at the sampler's σ_max (the 1-step mean)
     pin_share: float = 0.0          # share of the teacher-forced clips whose flow is pinned to their landmarks

@@ -7,9 +7,8 @@ pixels at net_size, between the Farnebäck flow target → reference (16x16) and
 the TPS on the true landmarks, that TPS plus the coarse flow read off the motion codes (and
 off the continuous features before quantization), the final warp grid, and the true flow
 averaged to 8x8 (what an 8x8 coarse flow could reach). With a flow code the coarse flow adds
-to the code's flow ("start") instead of the TPS, and the code's flow gets a row of its own. Measured 2026-11-22 on run_box
-(60 min from scratch, flow_input on): 0.82 / 0.63 / 0.57 / 0.52 / 0.54 / 0.19 px: the codes
-carry little of the flow the encoder is given.
+to the code's flow ("start") instead of the TPS, and the code's flow gets a row of its own.
+What it measured is in docs/decisions.md.
 """
 
 from __future__ import annotations

@@ -331,17 +331,11 @@ class FaceVid(nn.Module):
         where its reference landmark is, subtracted, so the flow carries them exactly), then the
         TPS of the driver's landmark change (drv_ref → drv) replaced by the face's own (`tps`).
         What remains of the driver's flow is the motion landmarks do not explain (hair, head,
-        background). Measured (held-out, run11, warp only, 6 clips x 50 frames between people):
-        motion error 0.072 unpinned, 0.055 pinned, 0.056 with no driver flow at all, against
-        0.090 for copying the source.
+        background) (measured: docs/decisions.md).
 
         `points` pins only those landmarks (the others keep the flow's own miss), for a face
-        driven by its own landmarks, where there is no TPS to swap (tps=None). Pinning all
-        68 there cost 1.5 dB: dlib's landmarks and the photometric flow disagree, most at the
-        jaw; the eyes and mouth, which the 16² flow code cannot show closing or parting, cost
-        nothing (held-out self-reenactment, run14 at step 2,882, 6 clips x 50 frames: none
-        pinned 23.28 dB / AKD 0.032, all 68 21.81 / 0.020, brows to mouth 22.56 / 0.021, eyes
-        and mouth 23.26 / 0.026, mouth 23.28 / 0.027)."""
+        driven by its own landmarks, where there is no TPS to swap (tps=None): the eyes and
+        mouth, which the 16² flow code cannot show closing or parting (docs/decisions.md)."""
         f = self.cfg.flow_size
         miss = sample_grid(code, drv) - drv_ref   # where the flow sends them minus where they were
         if points is not None:

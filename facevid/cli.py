@@ -55,6 +55,18 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 ALLOW_TRUNCATED_HELP = "Keep what decodes of a video that ends early or is damaged (warns); default: an error."
 
+# Options every command that has them shares (declared once; a command with its own wording keeps its own).
+FORCE = typer.Option(False, "--force", "-f", help="Overwrite an existing output.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line.")
+AS_JSON = typer.Option(False, "--json", help="Print a JSON summary.")
+DEVICE = typer.Option("cpu", "--device", help="cpu or cuda.")
+WEIGHTS = typer.Option(None, "--weights", help="Weights: a name in weights.toml (default: small) or a file.")
+ALLOW_TRUNCATED = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP)
+ALIGNER = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment.")
+CODEC = typer.Option("libx264", "--codec", help="Video codec: libx264, libx265, libvpx-vp9, libsvtav1.")
+CRF = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better).")
+WINDOW = typer.Option(16, "--window", help="Frames per batch (memory is bounded by it).")
+
 
 def _fail(message: str, code: int = 1):
     print(f"facevid: error: {message}", file=sys.stderr)
@@ -97,18 +109,18 @@ def track(
     video: Path = typer.Argument(..., help="Input video (or image)."),
     output: Path = typer.Option(..., "-o", "--output", help="Video with the tracked face drawn."),
     crops: Optional[Path] = typer.Option(None, "--crops", help="Also write the aligned crop stream here."),
-    aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    aligner: str = ALIGNER,
     face: int = typer.Option(1, "--face", help="Which face to follow: 1 = largest, 2 = second largest, ..."),
     size: int = typer.Option(256, "--size", help="Crop side in pixels."),
     margin: float = typer.Option(0.5, "--margin", help="Space around the face in the crop (fraction)."),
     detect_every: int = typer.Option(1, "--detect-every", help="Run the detector every K frames, track between."),
     no_smooth: bool = typer.Option(False, "--no-smooth", help="Do not smooth the crop transform."),
-    codec: str = typer.Option("libx264", "--codec", help="Video codec: libx264, libx265, libvpx-vp9, libsvtav1."),
-    crf: int = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
-    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
+    codec: str = CODEC,
+    crf: int = CRF,
+    force: bool = FORCE,
+    allow_truncated: bool = ALLOW_TRUNCATED,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary with per-frame records."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
+    quiet: bool = QUIET,
 ):
     """Find and follow the face; draw the track, optionally write the aligned crops."""
     from facevid.tasks.track import JsonFrames
@@ -135,12 +147,12 @@ def prepare(
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV/TSV with path and identity columns."),
     images: bool = typer.Option(False, "--images", help="Also take still images (as one-frame clips)."),
     no_landmarks68: bool = typer.Option(False, "--no-landmarks68", help="Skip the 68-point landmarks."),
-    aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    aligner: str = ALIGNER,
     retry_skipped: bool = typer.Option(False, "--retry-skipped",
                                        help="Try again the files an earlier run skipped (default: only changed ones)."),
-    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
+    allow_truncated: bool = ALLOW_TRUNCATED,
+    as_json: bool = AS_JSON,
+    quiet: bool = QUIET,
 ):
     """Track and crop every video in a folder into a training cache (resumable)."""
     from dataclasses import asdict
@@ -174,7 +186,7 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    as_json: bool = AS_JSON,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train a model on a folder of videos (cross-driven BCD training, resumable)."""
@@ -206,12 +218,12 @@ def train_mouth(
     data: list[Path] = typer.Argument(..., help="Folders of videos and/or caches made by `facevid prepare`."),
     output: Path = typer.Option(..., "-o", "--output", help="Weights to write: the model with its mouth refiner."),
     run_dir: Path = typer.Option(..., "--run-dir", help="Folder of the model's outputs and the checkpoint."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="The model: weights name or file."),
+    weights: Optional[str] = WEIGHTS,
     steps: int = typer.Option(3000, "--steps", help="Training steps (in all, counting a resumed run's)."),
     batch: int = typer.Option(32, "--batch", help="Mouth windows per step."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (and save) after this long."),
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="File of identities never to train on."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
+    force: bool = FORCE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Train the mouth refiner of a model on its own outputs (the rest of the model stays)."""
@@ -243,7 +255,7 @@ def evaluate(
     cross: bool = typer.Option(False, "--cross", help="Also cross-reenactment (identity, motion, TL/TG-ID)."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Also the synthetic-head benchmark (identity and motion factor errors)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = DEVICE,
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing sheets."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
@@ -348,28 +360,28 @@ def transfer(
     source: Path = typer.Argument(..., help="The face to animate: an image or a video."),
     driver: Path = typer.Argument(..., help="The video whose motion is copied."),
     output: Path = typer.Option(..., "-o", "--output", help="Output video."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights name (weights.toml) or file."),
+    weights: Optional[str] = WEIGHTS,
     absolute: bool = typer.Option(False, "--absolute", help="Copy the driver's pose as is (default: relative)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (0: warp only, 1: mean)."),
     guidance: float = typer.Option(1.0, "--guidance", help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same output)."),
     no_paste_back: bool = typer.Option(False, "--no-paste-back", help="Write the generated crops only."),
     no_colour_match: bool = typer.Option(False, "--no-colour-match", help="Paste back without colour matching."),
-    window: int = typer.Option(16, "--window", help="Frames per batch (memory is bounded by it)."),
+    window: int = WINDOW,
     motion: str = typer.Option(DEFAULT_MOTION, "--motion",
                                help="Where the warp's landmark motion comes from: 'landmarks' (the tracker's 68 dlib "
                                     "points, measured best), 'keypoints' (the model's KeypointNet) or 'codes' (what the "
                                     "motion codes imply, as decode does)."),
-    aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    aligner: str = ALIGNER,
     face: int = typer.Option(1, "--face", help="Which face of the source to animate: 1 = largest, 2 = second, ..."),
     driver_face: int = typer.Option(1, "--driver-face", help="Which face of the driver gives the motion."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    codec: str = typer.Option("libx264", "--codec", help="Video codec."),
-    crf: int = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
-    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
+    device: str = DEVICE,
+    codec: str = CODEC,
+    crf: int = CRF,
+    force: bool = FORCE,
+    allow_truncated: bool = ALLOW_TRUNCATED,
+    as_json: bool = AS_JSON,
+    quiet: bool = QUIET,
 ):
     """Animate a face (photo or video) with the motion of a driving video, or with the
     expression of a driving photo (an image output holds that one frame)."""
@@ -391,15 +403,15 @@ def transfer(
 def encode(
     video: Path = typer.Argument(..., help="Video to encode."),
     output: Path = typer.Option(..., "-o", "--output", help="The .fvl file to write."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights name (weights.toml) or file."),
-    window: int = typer.Option(16, "--window", help="Frames per batch."),
-    aligner: str = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignment."),
+    weights: Optional[str] = WEIGHTS,
+    window: int = WINDOW,
+    aligner: str = ALIGNER,
     face: int = typer.Option(1, "--face", help="Which face to encode: 1 = largest, 2 = second largest, ..."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
-    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
+    device: str = DEVICE,
+    force: bool = FORCE,
+    allow_truncated: bool = ALLOW_TRUNCATED,
+    as_json: bool = AS_JSON,
+    quiet: bool = QUIET,
 ):
     """Encode a clip as content + discrete motion codes (.fvl); prints bits per frame."""
     from facevid.tasks.codec import encode as run_encode
@@ -422,14 +434,14 @@ def decode(
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights (default: those named in the file)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (0: warp only, 1: mean)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    window: int = typer.Option(16, "--window", help="Frames per batch."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    codec: str = typer.Option("libx264", "--codec", help="Video codec."),
-    crf: int = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
-    allow_truncated: bool = typer.Option(False, "--allow-truncated", help=ALLOW_TRUNCATED_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no summary line."),
+    window: int = WINDOW,
+    device: str = DEVICE,
+    codec: str = CODEC,
+    crf: int = CRF,
+    force: bool = FORCE,
+    allow_truncated: bool = ALLOW_TRUNCATED,
+    as_json: bool = AS_JSON,
+    quiet: bool = QUIET,
 ):
     """Rebuild a video from an .fvl file."""
     from facevid.tasks.codec import decode as run_decode

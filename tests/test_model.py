@@ -17,6 +17,7 @@ from facevid.model.facevid import FaceVid, region_mask
 from facevid.model.warp import sample_grid
 from facevid.train.batches import BatchSampler
 from facevid.train.loop import fit_flow_code, make_optimizer, train_step
+from facevid.train.losses import training_losses
 from facevid.train.prepare import write_synthetic_cache
 
 TINY = PRESETS["tiny"]
@@ -139,7 +140,7 @@ def test_decode_is_seeded():
 def test_gradients_reach_every_part(synthetic_cache):
     torch.manual_seed(0)
     model = FaceVid(TINY).train()
-    losses, _ = model.training_losses(_sampler(synthetic_cache).sample(), torch.Generator().manual_seed(0))
+    losses, _ = training_losses(model, _sampler(synthetic_cache).sample(), torch.Generator().manual_seed(0))
     sum(losses.values()).backward()
     for part in ("encoder", "quantizer", "landmark_head", "keypoint_net", "flow_in", "flow_net", "dit"):
         grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
@@ -151,7 +152,7 @@ def test_gradients_reach_every_part(synthetic_cache):
     for _ in range(3):
         train_step(model, optimizer, _sampler(synthetic_cache).sample(), generator, cfg, world=1)
     model.zero_grad()
-    losses, _ = model.training_losses(_sampler(synthetic_cache).sample(), torch.Generator().manual_seed(0))
+    losses, _ = training_losses(model, _sampler(synthetic_cache).sample(), torch.Generator().manual_seed(0))
     (losses["warp"] + losses["diffusion"]).backward()
     assert model.encoder.motion_out.weight.grad.abs().sum() > 0
 
@@ -294,8 +295,8 @@ def test_correspondence_loss_is_zero_for_a_warp_that_carries_the_landmarks(synth
     sampler = BatchSampler(load_cache(synthetic_cache), out_size=TINY.out_size, net_size=TINY.net_size,
                            clips_per_batch=2, content_frames=3, target_frames=3, strides=(4, 8), seed=0)
     batch = sampler.sample()   # frames 12-24 apart: the landmarks move ~0.8 px at net_size
-    forced, _ = model.training_losses(batch, torch.Generator().manual_seed(0), teacher_forcing=1.0)
-    still, metrics = model.training_losses(batch, torch.Generator().manual_seed(0), teacher_forcing=0.0)
+    forced, _ = training_losses(model, batch, torch.Generator().manual_seed(0), teacher_forcing=1.0)
+    still, metrics = training_losses(model, batch, torch.Generator().manual_seed(0), teacher_forcing=0.0)
     assert metrics["landmarks_still"] > 0.5
     assert still["correspondence"].item() == pytest.approx(metrics["landmarks_still"], rel=0.05)
     assert forced["correspondence"].item() < 0.1 * metrics["landmarks_still"]
@@ -310,9 +311,9 @@ def test_mouth_weight_weighs_the_diffusion_loss_inside_the_mouth_box(synthetic_c
     torch.manual_seed(0)
     model = FaceVid(TINY)
     batch = _sampler(synthetic_cache).sample()
-    plain, _ = model.training_losses(batch, torch.Generator().manual_seed(0))
-    same, _ = model.training_losses(batch, torch.Generator().manual_seed(0), mouth_weight=1.0)
-    heavy, _ = model.training_losses(batch, torch.Generator().manual_seed(0), mouth_weight=5.0)
+    plain, _ = training_losses(model, batch, torch.Generator().manual_seed(0))
+    same, _ = training_losses(model, batch, torch.Generator().manual_seed(0), mouth_weight=1.0)
+    heavy, _ = training_losses(model, batch, torch.Generator().manual_seed(0), mouth_weight=5.0)
     assert same["diffusion"].item() == plain["diffusion"].item()
     assert heavy["diffusion"].item() > 1.05 * plain["diffusion"].item()
     assert heavy["warp"].item() == plain["warp"].item()
@@ -334,5 +335,5 @@ def test_pin_makes_the_warp_carry_the_target_landmarks_on_the_same_face(syntheti
     assert torch.equal(pinned.start[t:], plain.start[t:]) and not torch.equal(pinned.start[:t], plain.start[:t])
     miss = (sample_grid(pinned.start[:t], target[0]) - ref_points[:1]).abs().mean()
     assert miss < 0.25 * (sample_grid(plain.start[:t], target[0]) - ref_points[:1]).abs().mean()
-    losses, _ = model.training_losses(batch, torch.Generator().manual_seed(0), teacher_forcing=1.0, pin_share=1.0)
+    losses, _ = training_losses(model, batch, torch.Generator().manual_seed(0), teacher_forcing=1.0, pin_share=1.0)
     assert all(torch.isfinite(v) for v in losses.values())

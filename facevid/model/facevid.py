@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from facevid.config import ModelConfig
-from facevid.face.landmarks import EYES_AND_MOUTH, MOUTH
+from facevid.face.landmarks import EYES_AND_MOUTH
 from facevid.model.decoder import DiT
 from facevid.model.encoder import Encoder, KeypointNet
 from facevid.model.mouth import MouthRefiner
 from facevid.model.quantize import GroupQuantizer, QuantizerOutput
 from facevid.model.warp import FlowNet, border_anchors, flow_to_grid, grid_to_flow, sample_grid, tps_grid, warp_image
-from facevid.sampling import Denoiser, guided, karras_sigmas, sample, sample_training_sigmas
+from facevid.sampling import Denoiser, guided, karras_sigmas, sample
 
 FLOW_RANGE = 3.0   # the flow code's levels span ± this many standard deviations of each component
 
@@ -345,7 +345,7 @@ class FaceVid(nn.Module):
         pinned = code - grid_to_flow(tps_grid(drv + miss, drv, f, f, anchors=self.anchors)).permute(0, 2, 3, 1)
         return pinned if tps is None else pinned + tps - tps_grid(drv_ref, drv, f, f, anchors=self.anchors)
 
-    def _conditions(self, warped: Warped, motion: torch.Tensor, content: torch.Tensor, frames: int):
+    def conditions(self, warped: Warped, motion: torch.Tensor, content: torch.Tensor, frames: int):
         # the diffusion loss trains the occlusion mask but not the warp (the warp loss does)
         shared = {"warped": torch.cat([warped.net.detach(), warped.occlusion], 1), "frames": frames}
         content = content.repeat_interleave(frames, 0)                           # (N, K, E)
@@ -378,7 +378,7 @@ class FaceVid(nn.Module):
         warped = self.warp(reference, ref_points, target_points, ref_motion, motion, driver_ref_points)
         if steps == 0:   # the warp alone (fastest; no generated mouth interior)
             return warped.out.clamp(-1, 1).view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
-        shared, cond, uncond = self._conditions(warped, motion, content, t)
+        shared, cond, uncond = self.conditions(warped, motion, content, t)
         n = self.cfg.net_size
         sigma_max = sigma_max or self.cfg.sample_sigma_max
         denoise = guided(self.denoiser, guidance, cond, uncond)
@@ -394,109 +394,3 @@ class FaceVid(nn.Module):
             out = self.mouth(out, reference.repeat_interleave(t, 0), ref_points.repeat_interleave(t, 0),
                              target_points.flatten(0, 1))
         return out.view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
-
-    # ------------------------------------------------------------------ training
-
-    def training_losses(self, batch: dict, generator: torch.Generator | None = None, *,
-                        teacher_forcing: float = 0.0, sigma_max_share: float = 0.0,
-                        mouth_weight: float = 1.0, pin_share: float = 0.0) -> tuple[dict, dict]:
-        """Cross-driven losses (content from half A, motion from half B, reconstruct B).
-
-        With probability `teacher_forcing` per clip the warp is driven by the true target
-        landmarks instead of the codes' prediction, so the flow net and denoiser learn from
-        correct motion while the landmark head is still poor (measured: a flow net trained
-        only on predicted motion made the warp with true landmarks 0.6 dB worse than TPS).
-        `pin_share` of the teacher-forced clips have their flow code's flow pinned to the true
-        landmarks (`warp`'s pin: the warp retargeting makes between people, whose mouth opens
-        by stretching the lips), so the flow net and denoiser learn to finish such warps.
-        `sigma_max_share` of the noise levels are the sampler's σ_max; the diffusion loss weighs
-        the pixels of each target's mouth `mouth_weight` times."""
-        cfg = self.cfg
-        content_frames, target = batch["content"], batch["target"]              # (B,Ta,3,S,S), (B,Tb,3,S,S)
-        b, tb = target.shape[:2]
-        target_net = resize(target.flatten(0, 1), cfg.net_size)                  # (N, 3, n, n)
-        enc_a, enc_b = self.encode_halves(content_frames, target, batch["reference"], generator)
-        ref_motion = enc_a.motion[torch.arange(b), batch["ref_index"]]           # (B, M)
-        ref_points = batch["ref_landmarks"]
-        disp_b = self.displacement(enc_b.motion, ref_motion)
-        disp_a = self.displacement(enc_a.motion, ref_motion)
-        pixels = cfg.net_size / 2   # landmark losses in pixels at net_size (coordinates span 2)
-        true_b = batch["target_landmarks"] - ref_points[:, None]
-        true_a = batch["content_landmarks"] - ref_points[:, None]
-        loss_landmarks = pixels * ((disp_b - true_b).abs().mean() + (disp_a - true_a).abs().mean()) / 2
-        # The same head on the continuous motion before quantization: a direct gradient that
-        # organises the encoder's features by motion, which the codes then inherit (through
-        # the quantizer alone, tiny models' codes explained ~1% of unseen landmark motion).
-        cont_a, cont_b = enc_a.quant.continuous, enc_b.quant.continuous
-        cont_ref = cont_a[torch.arange(b), batch["ref_index"]]
-        loss_landmarks = loss_landmarks + pixels * (
-            (self.displacement(cont_b, cont_ref) - true_b).abs().mean()
-            + (self.displacement(cont_a, cont_ref) - true_a).abs().mean()) / 2
-        reference_net = resize(batch["reference"], cfg.net_size)
-        kp_pred = self.keypoint_net(torch.cat([reference_net, target_net[::tb], target_net[tb - 1::tb]]))
-        kp_true = torch.cat([ref_points, batch["target_landmarks"][:, 0], batch["target_landmarks"][:, -1]])
-        loss_keypoints = pixels * (kp_pred - kp_true).abs().mean()
-
-        target_points = ref_points[:, None] + disp_b
-        pin = None
-        if teacher_forcing > 0:
-            forced = torch.rand(b, generator=generator, device=target.device) < teacher_forcing
-            target_points = torch.where(forced[:, None, None, None], batch["target_landmarks"], target_points)
-            if pin_share > 0 and cfg.flow_code:
-                pin = forced & (torch.rand(b, generator=generator, device=target.device) < pin_share)
-        warped = self.warp(batch["reference"], ref_points, target_points, ref_motion, enc_b.motion, pin=pin)
-        target_flat = target.flatten(0, 1)
-        loss_warp = (warped.out - target_flat).abs().mean()
-        # the final warp must carry each true target landmark back to the reference's (dlib's
-        # geometry, which AKD and the motion error measure): the backward grid sampled there
-        at = sample_grid(warped.grid, batch["target_landmarks"].flatten(0, 1))
-        loss_correspondence = pixels * (at - ref_points.repeat_interleave(tb, 0)).abs().mean()
-        loss_flow = target.new_zeros(())
-        if "target_flow" in batch:   # optical flow target → reference, (B, Tb, 2, F, F) normalised
-            true_flow = batch["target_flow"].flatten(0, 1)
-            size = true_flow.shape[-1]
-
-            def flow_error(grid):
-                return pixels * (resize(grid_to_flow(grid), size) - true_flow).abs().mean()
-
-            # the final grid, the coarse flow from the codes and (direct gradient, as for the
-            # landmarks) from the continuous motion, each on top of the start (TPS or flow code)
-            cont_flow = resize(self.coarse_flow(cont_b, cont_ref).flatten(0, 1), cfg.flow_size)
-            loss_flow = (flow_error(warped.grid) + flow_error(warped.base)
-                         + flow_error(warped.start + cont_flow.permute(0, 2, 3, 1))) / 3
-
-        shared, cond, uncond = self._conditions(warped, enc_b.motion, enc_a.content, tb)
-        drop = torch.rand(b, generator=generator, device=target.device) < cfg.cond_dropout
-        drop = drop.repeat_interleave(tb)
-        for key in cond:
-            mask = drop.view(-1, *([1] * (cond[key].dim() - 1)))
-            cond[key] = torch.where(mask, uncond[key], cond[key])
-        # σ ~ lognormal as in EDM, shifted to the residual's scale (P_mean -1.2 at σ_data 0.5)
-        sigma = sample_training_sigmas(b * tb, p_mean=-1.2 + math.log(cfg.sigma_data / 0.5), generator=generator,
-                                       device=target.device)
-        # ... and a share at the sampler's first level, where lognormal draws almost never land
-        # (ln 2 is 2.2 std above the mean) but the 1-step posterior mean and every sample start
-        at_max = torch.rand(b * tb, generator=generator, device=target.device) < sigma_max_share
-        sigma = torch.where(at_max, torch.full_like(sigma, cfg.sample_sigma_max), sigma)
-        noise = torch.randn(target_net.shape, generator=generator, device=target.device)
-        residual = target_net - warped.net.detach()
-        weight = None
-        if mouth_weight != 1.0:
-            mouth = region_mask(batch["target_landmarks"].flatten(0, 1)[:, MOUTH], cfg.net_size, pad=0.04)
-            weight = 1.0 + (mouth_weight - 1.0) * mouth[:, None]
-        loss_diffusion = self.denoiser.loss(residual, noise, sigma, weight=weight, **shared, **cond).mean()
-        rate = enc_a.quant.rate_loss   # shared by both halves (quantized together)
-        losses = {"warp": loss_warp, "flow": loss_flow, "correspondence": loss_correspondence,
-                  "diffusion": loss_diffusion, "landmarks": loss_landmarks, "keypoints": loss_keypoints, "rate": rate}
-        with torch.no_grad():
-            mse = ((warped.out - target_flat) ** 2).mean((1, 2, 3)).clamp(min=1e-10)
-            copy = ((batch["reference"].repeat_interleave(tb, 0) - target_flat) ** 2).mean((1, 2, 3)).clamp(min=1e-10)
-            still = (batch["target_landmarks"] - ref_points[:, None]).abs().mean() * pixels
-            metrics = {"warp_psnr": (10 * torch.log10(4.0 / mse)).mean().item(),
-                       "copy_psnr": (10 * torch.log10(4.0 / copy)).mean().item(),
-                       "landmarks_still": still.item(),
-                       "bits_soft": enc_b.quant.bits_soft.item(), "bits_hard": enc_b.quant.bits_hard.item(),
-                       "codes_min": enc_b.quant.distinct.min().item(),
-                       "codes_mean": enc_b.quant.distinct.float().mean().item(),
-                       "tau": float(self.quantizer.tau)}
-        return losses, metrics

@@ -20,6 +20,7 @@ from facevid.config import ModelConfig, TrainConfig
 from facevid.errors import ConfigError, InputError
 from facevid.io.atomic import make_folder, write_json
 from facevid.model.facevid import FaceVid
+from facevid.train.losses import training_losses
 from facevid.weights import export_weights, read_weights
 
 CHECKPOINT = "checkpoint.pt"      # full resume state (model, EMA, optimizer, RNG, step)
@@ -293,7 +294,7 @@ def train_step(model, optimizer, batch, generator, cfg: TrainConfig, world: int)
     weights = {"warp": cfg.loss_warp, "flow": cfg.loss_flow, "correspondence": cfg.loss_correspondence,
                "diffusion": cfg.loss_diffusion, "landmarks": cfg.loss_landmarks, "keypoints": cfg.loss_keypoints,
                "rate": 1.0}
-    losses, metrics = model.training_losses(batch, generator, teacher_forcing=cfg.teacher_forcing,
+    losses, metrics = training_losses(model, batch, generator, teacher_forcing=cfg.teacher_forcing,
                                             sigma_max_share=cfg.sigma_max_share, mouth_weight=cfg.mouth_weight,
                                             pin_share=cfg.pin_share)
     total = sum(weights[k] * v for k, v in losses.items())

@@ -2,23 +2,21 @@
 # Train (or continue) the bundled `small` model on this CPU, exactly as it was trained:
 # ../shared/data/faces minus the held-out identities in splits/faces_eval.txt, plus 120
 # synthetic talking heads. Resumable: run it again to continue from the last checkpoint.
-#   scripts/train_small.sh [RUN_DIR]        (default ~/.cache/facevid-train/run14)
-# The bundled file is run14 (step 4,060), grown from: run_box (the model of the time, 60 minutes from scratch), run10
-# (+ the correspondence loss, 2,820 steps), run11 (296 steps: the flow code added with
-# `--init`, fitted on the data as training began), then run12 (`--init` from run11 with the
-# flow U-Net's output layer zeroed, correspondence weight 0.3, now the default). `--init`
-# starts new modules fresh, gives widened layers zeros on their new inputs, and restarts the
-# heads that corrected the TPS when a flow code is added. run12 went on to step 1,600, then
-# 248 steps on cache version 2's crop-measured landmarks, then 400 with the mouth weight
-# (run13); run14 resumed that at step 2,248 with all of scripts/train_small.toml
-# (mouth-weighted diffusion loss, half the teacher-forced clips pinned to their landmarks).
-# Near step 4,610 run14's landmark loss jumped (0.85 -> 2.5) and stayed: resume from a
-# checkpoint before it (~/.cache/facevid-train/run13 at step 2,248 is one) or --init from the bundled file.
-# A fresh RUN_DIR trains the current model from scratch.
+#   scripts/train_small.sh [RUN_DIR]        (default ~/.cache/facevid-train/small)
+# The bundled weights grew in stages (facevid/assets/weights.toml lists them): 60 minutes from
+# scratch; the correspondence loss (to step 2,820); the flow code added with `--init` (fitted on
+# the data as training began; `--init` starts new modules fresh, gives widened layers zeros on
+# their new inputs, and restarts the heads that corrected the TPS when a flow code is added);
+# the flow U-Net's output layer zeroed, correspondence weight 0.3 (now the default), to step
+# 1,600; 248 steps on cache version 2's crop-measured landmarks; 400 with the mouth weight; then
+# all of scripts/train_small.toml (mouth-weighted diffusion loss, half the teacher-forced clips
+# pinned to their landmarks) to step 4,060, the bundled step. Near step 4,610 of that stage the
+# landmark loss jumped (0.85 -> 2.5) and stayed: continue from an earlier checkpoint, or
+# `--init` from the bundled file. A fresh RUN_DIR trains the current model from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${FACEVID_TRAIN_HOME:-$HOME/.cache/facevid-train}
-run=${1:-$work/run14}
+run=${1:-$work/small}
 faces=${FACEVID_FACES:-../shared/data/faces}
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$work"
@@ -27,7 +25,7 @@ mkdir -p "$work"
 facevid prepare "$faces" -o "$work/cache256" --labels "$faces/MANIFEST.tsv" -q
 # 2. synthetic heads with exact landmarks (seconds)
 [ -f "$work/synthetic128/manifest.json" ] || python -c "
-from facevid.prepare import write_synthetic_cache
+from facevid.train.prepare import write_synthetic_cache
 write_synthetic_cache('$work/synthetic128', clips=120, frames=48, size=128, seed=7)"
 # 3. train; checkpoints every 5 minutes; Ctrl-C saves
 resume=()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import signal
 import sys
 import warnings
@@ -206,9 +207,18 @@ def train(
     else:
         print(f"{summary.steps} steps ({summary.stopped}) in {summary.minutes:.1f} min, "
               f"{summary.frames_per_second:.1f} frames/s -> {summary.weights}", file=sys.stderr)
-    if summary.stopped in ("interrupted", "terminated"):
+    code = {"interrupted": 130, "terminated": 143}.get(summary.stopped, 0)
+    if code:
         print(f"facevid: {summary.stopped} at step {summary.steps}; saved, continue with --resume", file=sys.stderr)
-        raise typer.Exit(130 if summary.stopped == "interrupted" else 143)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Everything is written and the process group destroyed; Gloo's worker threads can still
+        # abort the interpreter's teardown (SIGABRT, "terminate called without an active
+        # exception", seen once in CI; pytorch/pytorch#179291): a DDP rank leaves without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command(name="train-mouth", epilog="Example: facevid train-mouth ./cache --weights small -o mouth.safetensors "

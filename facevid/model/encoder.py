@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facevid.config import ModelConfig
-from facevid.model.layers import MLP, Attention, ConvBlock, RelativePositionBias
+from facevid.model.layers import MLP, Attention, RelativePositionBias, ResBlock
 
 
 class FrameStem(nn.Module):
@@ -29,8 +29,8 @@ class FrameStem(nn.Module):
         super().__init__()
         stages = [nn.Conv2d(in_channels, channels[0], 4, stride=4)]
         for cin, cout in zip(channels, channels[1:]):
-            stages += [ConvBlock(cin, cin), nn.Conv2d(cin, cout, 3, stride=2, padding=1)]
-        stages += [ConvBlock(channels[-1], channels[-1])]
+            stages += [ResBlock(cin, cin), nn.Conv2d(cin, cout, 3, stride=2, padding=1)]
+        stages += [ResBlock(channels[-1], channels[-1])]
         self.stages = nn.Sequential(*stages)
         self.side = int(tokens ** 0.5)
         self.proj = nn.Linear(channels[-1], dim)
@@ -101,7 +101,7 @@ class KeypointNet(nn.Module):
         super().__init__()
         layers, cin = [], 3
         for i, cout in enumerate(channels):
-            layers += [nn.Conv2d(cin, cout, 3, stride=2 if i < 2 else 1, padding=1), ConvBlock(cout, cout)]
+            layers += [nn.Conv2d(cin, cout, 3, stride=2 if i < 2 else 1, padding=1), ResBlock(cout, cout)]
             cin = cout
         self.features = nn.Sequential(*layers)
         self.heatmaps = nn.Conv2d(cin, keypoints, 3, padding=1)

@@ -111,7 +111,7 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     return F.pad(torch.cat([torch.sin(args), torch.cos(args)], dim=1), (0, dim - 2 * half))
 
 
-class ConvBlock(nn.Module):
+class ResBlock(nn.Module):
     """GroupNorm → SiLU → conv 3x3, twice, with a residual connection."""
 
     def __init__(self, cin: int, cout: int):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facevid.face.landmarks import INNER_LIPS, OUTER_LIPS
-from facevid.model.layers import ConvBlock
+from facevid.model.layers import ResBlock
 
 WINDOW_SCALE = 1.8    # the window's side, in widths of the mouth (its outer lips' extent)
 FADE = (0.75, 0.95)   # the correction fades from full to none between these window radii
@@ -93,10 +93,10 @@ class MouthRefiner(nn.Module):
     def __init__(self, size: int, channels: tuple[int, ...] = (16, 32, 64, 128)):
         super().__init__()
         self.size, self.channels = size, tuple(channels)
-        self.stem = ConvBlock(self.IN_CHANNELS, channels[0])
-        self.down = nn.ModuleList(ConvBlock(a, b) for a, b in zip(channels[:-1], channels[1:]))
-        self.middle = ConvBlock(channels[-1], channels[-1])
-        self.up = nn.ModuleList(ConvBlock(b + a, a) for a, b in zip(channels[:-1], channels[1:]))
+        self.stem = ResBlock(self.IN_CHANNELS, channels[0])
+        self.down = nn.ModuleList(ResBlock(a, b) for a, b in zip(channels[:-1], channels[1:]))
+        self.middle = ResBlock(channels[-1], channels[-1])
+        self.up = nn.ModuleList(ResBlock(b + a, a) for a, b in zip(channels[:-1], channels[1:]))
         self.head = nn.Conv2d(channels[0], 3, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

@@ -189,7 +189,7 @@ def _groups(channels: int) -> int:
     return next(g for g in (8, 4, 2, 1) if channels % g == 0)
 
 
-class ConvBlock(nn.Sequential):
+class ConvNormAct(nn.Sequential):
     """3x3 conv (optionally stride 2) → GroupNorm → SiLU."""
 
     def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1):
@@ -218,13 +218,13 @@ class FlowNet(nn.Module):
         super().__init__()
         self.regions = LANDMARK_REGIONS if heatmap_points == 68 else ((0, heatmap_points),)
         self.heatmap_points, self.heatmap_sigma = heatmap_points, heatmap_sigma
-        self.stem = ConvBlock(2 * in_channels + 2 + 2 * len(self.regions), channels[0])
-        self.down = nn.ModuleList(ConvBlock(a, b, stride=2) for a, b in zip(channels[:-1], channels[1:]))
+        self.stem = ConvNormAct(2 * in_channels + 2 + 2 * len(self.regions), channels[0])
+        self.down = nn.ModuleList(ConvNormAct(a, b, stride=2) for a, b in zip(channels[:-1], channels[1:]))
         self.bottleneck = nn.Conv2d(channels[-1], channels[-1], 3, padding=1)
         self.bottleneck_norm = nn.GroupNorm(_groups(channels[-1]), channels[-1])
         self.film = nn.Linear(cond_dim, 2 * channels[-1])
         self.reduce = nn.ModuleList(nn.Conv2d(b, a, 1) for a, b in zip(channels[:-1], channels[1:]))
-        self.up = nn.ModuleList(ConvBlock(c, c) for c in channels[1:-1])  # none at full resolution
+        self.up = nn.ModuleList(ConvNormAct(c, c) for c in channels[1:-1])  # none at full resolution
         self.head = nn.Conv2d(channels[0], 3, 3, padding=1)  # residual flow (x, y), occlusion logit
         for layer in (self.film, self.head):
             nn.init.zeros_(layer.weight)

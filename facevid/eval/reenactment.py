@@ -126,7 +126,7 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
     source_marks, driver_marks = marks or (None, None)   # the Animator says if they are missing
     animate = Animator(model, source, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
                        seed=seed, relative=True, motion=motion or DEFAULT_MOTION, source_points=source_marks,
-                       device=str(next(model.parameters()).device))
+                       device=str(model.device))
     outputs = []
     for start in range(0, len(driver), window):
         outputs += animate(list(driver[start:start + window]),
@@ -144,7 +144,7 @@ def reconstruct(model: FaceVid, frames: np.ndarray, *, window: int = 16, steps: 
 
     Self-reenactment with motion="codes" (reenact) differs only in the reference's motion: the
     Animator takes frame 0's inside the first window, the codec encodes frame 0 alone."""
-    cfg, device = model.cfg, next(model.parameters()).device
+    cfg, device = model.cfg, model.device
     reference = to_tensor(frames[:1], cfg.out_size).to(device)                     # (1, 3, S, S)
     encoded = model.encode(reference[:, None], reference)
     ref_points = model.keypoints(reference)

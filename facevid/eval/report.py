@@ -8,21 +8,7 @@ import cv2
 import numpy as np
 
 from facevid.io.arrays import to_uint8
-
-
-def _write_png(image: np.ndarray, path: Path) -> Path:
-    """Write a PNG atomically (cv2.imwrite would fail silently; a folder we cannot write is an InputError)."""
-    from facevid.errors import InputError
-    from facevid.io.atomic import write_bytes
-
-    path = Path(path)
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise InputError(f"cannot encode {path} as PNG")
-    try:
-        return write_bytes(path, data.tobytes())
-    except OSError as error:
-        raise InputError(f"cannot write {path}: {error.strerror or error}") from error
+from facevid.io.image import write_image
 
 
 def save_grid(rows: list[list[np.ndarray]], path: str | Path, columns: list[str], cell: int = 128) -> Path:
@@ -36,7 +22,7 @@ def save_grid(rows: list[list[np.ndarray]], path: str | Path, columns: list[str]
         for j, image in enumerate(row):
             tile = cv2.resize(to_uint8(image), (cell, cell), interpolation=cv2.INTER_AREA)
             sheet[header + i * cell: header + (i + 1) * cell, j * cell:(j + 1) * cell] = tile
-    return _write_png(sheet, path)
+    return write_image(path, sheet)
 
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -86,4 +72,4 @@ def save_training_plot(history: list[dict], path: str | Path, rate_target: float
         bits["target"] = (steps, np.full(len(steps), rate_target))
     rate = _panel(bits, "bits per frame")
     psnr = _panel(series(["warp_psnr"]), "warped reference PSNR (dB)")
-    return _write_png(np.concatenate([losses, rate, psnr], axis=0), path)
+    return write_image(path, np.concatenate([losses, rate, psnr], axis=0))

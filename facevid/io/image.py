@@ -8,8 +8,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facevid.errors import FacevidError
-from facevid.io.atomic import AtomicOutput
+from facevid.errors import FacevidError, InputError
+from facevid.io.atomic import AtomicOutput, write_bytes
+
+
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """An (H, W, 3) uint8 RGB image written atomically in the format its extension names (cv2.imwrite
+    would fail silently; a folder that refuses writes is an InputError)."""
+    path = Path(path)
+    ok, data = cv2.imencode(path.suffix.lower(), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"cannot encode an image as {path.suffix} ({path})")
+    try:
+        return write_bytes(path, data.tobytes())
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 class ImageWriter(AtomicOutput):
@@ -29,17 +42,9 @@ class ImageWriter(AtomicOutput):
         self.frames_written = 1
 
     def close(self) -> Path:
-        from facevid.io.atomic import write_bytes
-
         if self._image is None:
             raise FacevidError(f"no frame was written to {self.path}")
-        ok, data = cv2.imencode(self.path.suffix.lower(), cv2.cvtColor(self._image, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise FacevidError(f"cannot encode an image as {self.path.suffix}")
-        try:
-            return write_bytes(self.path, data.tobytes())
-        except OSError as error:
-            raise FacevidError(f"cannot write {self.path}: {error.strerror or error}") from error
+        return write_image(self.path, self._image)
 
     def abort(self) -> None:
         self._image = None

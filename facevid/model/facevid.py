@@ -147,6 +147,11 @@ class FaceVid(nn.Module):
             self.register_buffer("flow_fitted", torch.zeros((), dtype=torch.bool))
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are."""
+        return next(self.parameters()).device
+
+    @property
     def denoiser(self) -> Denoiser:
         """The EDM-preconditioned DiT (built on demand so the weights are held once)."""
         return Denoiser(self.dit, sigma_data=self.cfg.sigma_data)

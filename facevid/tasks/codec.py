@@ -33,10 +33,6 @@ def _clip(crops: list[np.ndarray], device: torch.device | str = "cpu") -> torch.
     return to_tensor(np.stack(crops), crops[0].shape[0])[None].to(device)
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _spec(model) -> CropSpec:
     cfg = model.cfg
     return CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
@@ -71,16 +67,16 @@ def encode(video: str | Path, output: str | Path, *, model=None, window: int = 1
     try:
         with progress_bar("encode", info.frame_count, enabled=progress) as advance:
             for frame in iter_frames(video, allow_truncated=allow_truncated):
-                face = tracker.update(frame.image, frame.index, frame.time)
-                if face.found:
-                    last = cut_crop(frame.image, face.transform, spec.size)
+                tracked = tracker.update(frame.image, frame.index, frame.time)
+                if tracked.found:
+                    last = cut_crop(frame.image, tracked.transform, spec.size)
                     if writer is None:   # the first face is the reference: motion is the change from it
                         writer = _open_writer(out, model, _model_name(model.weights_name), weights_path, info,
                                               last, sha256_of)
-                        reference = _clip([last], _device(model))[:, 0]
+                        reference = _clip([last], model.device)[:, 0]
                 else:
                     summary.frames_without_face += 1
-                pending.append((frame.time, face.found, face.transform, last))
+                pending.append((frame.time, tracked.found, tracked.transform, last))
                 summary.frames += 1
                 advance(1)
                 if writer is not None and len(pending) >= window:
@@ -103,7 +99,7 @@ def encode(video: str | Path, output: str | Path, *, model=None, window: int = 1
 def _open_writer(out, model, name, weights_path, info, reference, sha256_of) -> FvlWriter:
     cfg = model.cfg
     png = cv2.imencode(".png", cv2.cvtColor(reference, cv2.COLOR_RGB2BGR))[1].tobytes()
-    clip = _clip([reference], _device(model))
+    clip = _clip([reference], model.device)
     encoded = model.encode(clip, clip[:, 0])
     header = FvlHeader(model=name, model_sha256=sha256_of(weights_path), fps=info.fps,
                        crop_size=cfg.out_size, crop_margin=cfg.crop_margin, crop_center_y=cfg.crop_center_y,
@@ -130,7 +126,7 @@ def _flush(model, writer: FvlWriter, pending: list, reference: torch.Tensor) -> 
         return
     first = next(crop for *_, crop in pending if crop is not None)
     crops = [crop if crop is not None else first for *_, crop in pending]
-    codes = model.encode(_clip(crops, _device(model)), reference).codes[0].cpu().numpy()
+    codes = model.encode(_clip(crops, model.device), reference).codes[0].cpu().numpy()
     for (time_s, found, transform, _), frame_codes in zip(pending, codes):
         matrix = transform if found else np.zeros((2, 3))
         writer.write(FvlFrame(time_s, found, matrix, frame_codes))
@@ -164,7 +160,7 @@ def decode(fvl: str | Path, output: str | Path, *, model=None, background: str |
         model = load_weights(_decode_weights(data.header, fvl, model), check_device(device))
     else:
         _check_sha256(data.header, fvl, model)
-    cfg, on = model.cfg, _device(model)
+    cfg, on = model.cfg, model.device
     _check_model(data.header, cfg, fvl)
     reference = _reference_crop(data.reference_png, cfg.out_size, fvl)
     ref = _clip([reference], on)[:, 0]                                              # (1, 3, S, S)

@@ -91,7 +91,7 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
     if expression and motion != "landmarks":
         raise ConfigError("an image driver gives its expression by its landmarks: use --motion landmarks")
     model = as_model(model, device)
-    device = str(next(model.parameters()).device)
+    device = str(model.device)
     cfg = model.cfg
     spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
     backend = make_backend(aligner)

@@ -78,10 +78,6 @@ def clip_name(relative: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(relative.with_suffix(""))).strip("_")[:150]
 
 
-def _atomic_json(path: Path, obj) -> None:
-    write_json(path, obj)
-
-
 def upgrade_cache(cache: Path, manifest: dict, *, progress: bool = True) -> None:
     """Version 1 → 2: every real clip's 68 landmarks re-measured on its stored crops, clip by
     clip (atomically; an interrupted upgrade starts again), then the manifest's version."""
@@ -102,7 +98,7 @@ def upgrade_cache(cache: Path, manifest: dict, *, progress: bool = True) -> None
                         np.savez(tmp, **arrays)
                 advance(1)
     manifest["version"] = CACHE_VERSION
-    _atomic_json(cache / "manifest.json", manifest)
+    write_json(cache / "manifest.json", manifest)
 
 
 def crop_clip(source: Path, out_stem: Path, spec: CropSpec, tracker, predictor68=None,
@@ -210,9 +206,9 @@ def prepare(videos: str | Path, cache: str | Path, *, size: int = 256, margin: f
                 label = identity.get(str(relative)) or identity.get(str(path)) or (relative.parent.name or name)
                 manifest["clips"].append({"name": name, "source": str(relative), "identity": label, **entry})
                 summary.added += 1
-            _atomic_json(cache / "manifest.json", manifest)
+            write_json(cache / "manifest.json", manifest)
             advance(1)
-    _atomic_json(cache / "manifest.json", manifest)
+    write_json(cache / "manifest.json", manifest)
     summary.clips = len(manifest["clips"])
     summary.frames = sum(c["frames"] for c in manifest["clips"])
     summary.skipped = manifest["skipped"]
@@ -247,5 +243,5 @@ def write_synthetic_cache(cache: str | Path, *, clips: int = 32, frames: int = 4
         manifest["clips"].append({"name": name, "source": f"synthetic:{seed}:{i}", "identity": name,
                                   "frames": frames, "frames_total": frames, "faceless": 0, "fps": 25.0,
                                   "width": size, "height": size, "has_audio": False, "is_image": False})
-    _atomic_json(cache / "manifest.json", manifest)
+    write_json(cache / "manifest.json", manifest)
     return PrepareSummary(cache=str(cache), clips=clips, added=clips, frames=clips * frames)

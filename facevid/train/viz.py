@@ -28,7 +28,7 @@ class GridMaker:
     def rows(self, model, steps: int | None = None) -> list[list[torch.Tensor]]:
         b = self.batch
         steps = model.cfg.sample_steps if steps is None else steps   # as transfer samples by default
-        device = next(model.parameters()).device
+        device = model.device
         batch = {k: v.to(device) for k, v in b.items()}
         clips, frames = batch["target"].shape[:2]
         enc_a = model.encode(batch["content"], batch["reference"])

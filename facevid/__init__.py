@@ -8,6 +8,14 @@
     facevid.decode("talk.fvl", "recon.mp4", model=model, background="talk.mp4")
     facevid.track("talk.mp4", "tracked.mp4", crops="crops.mp4")
 
+Each task also has a frame-level form for programs that hold their own frames (arrays of
+(H, W, 3) uint8 RGB in, arrays out, lazily):
+
+    for frame in facevid.transfer_frames(photo, camera_frames, model=model):
+        show(frame)
+    codes = facevid.encode_frames(frames, model=model)     # facevid.Codes: a few hundred bits a frame
+    crops = list(facevid.decode_frames(codes, model=model))  # or facevid.read_codes("talk.fvl")
+
 Every task takes keyword arguments with the command line's defaults, raises a FacevidError
 subclass on bad input and returns a summary (`.to_json()`). Names are imported on first use,
 so `import facevid` stays light.
@@ -21,7 +29,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_model": "facevid.weights", "transfer": "facevid.tasks.transfer", "encode": "facevid.tasks.codec",
-    "decode": "facevid.tasks.codec", "track": "facevid.tasks.track", "FaceVid": "facevid.model.facevid",
+    "decode": "facevid.tasks.codec", "transfer_frames": "facevid.tasks.transfer",
+    "encode_frames": "facevid.tasks.codec", "decode_frames": "facevid.tasks.codec", "Codes": "facevid.tasks.codec",
+    "read_codes": "facevid.tasks.codec",
+    "Transfer": "facevid.tasks.transfer", "track": "facevid.tasks.track", "FaceVid": "facevid.model.facevid",
     "FacevidError": "facevid.errors", "InputError": "facevid.errors", "NoFaceError": "facevid.errors",
     "ConfigError": "facevid.errors", "OutputExistsError": "facevid.errors", "FacevidWarning": "facevid.errors",
 }

@@ -67,6 +67,9 @@ ALIGNER = typer.Option("auto", help="Landmark backend: auto, dlib or face-alignm
 CODEC = typer.Option("libx264", "--codec", help="Video codec: libx264, libx265, libvpx-vp9, libsvtav1.")
 CRF = typer.Option(18, "--crf", help="Constant rate factor (quality; lower is better).")
 WINDOW = typer.Option(16, "--window", help="Frames per batch (memory is bounded by it).")
+STEPS = typer.Option(None, "--steps", help="Sampler steps (0: warp only, 1: the mean, default: the model's).")
+SAMPLER = typer.Option("heun", "--sampler", help="With --steps 2 or more: heun (EDM's), euler or dpm++ (diffusers' "
+                                                 "EDM schedulers).")
 
 
 def _fail(message: str, code: int = 1):
@@ -372,7 +375,8 @@ def transfer(
     output: Path = typer.Option(..., "-o", "--output", help="Output video."),
     weights: Optional[str] = WEIGHTS,
     absolute: bool = typer.Option(False, "--absolute", help="Copy the driver's pose as is (default: relative)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (0: warp only, 1: mean)."),
+    steps: Optional[int] = STEPS,
+    sampler: str = SAMPLER,
     guidance: float = typer.Option(1.0, "--guidance", help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same output)."),
     no_paste_back: bool = typer.Option(False, "--no-paste-back", help="Write the generated crops only."),
@@ -397,11 +401,11 @@ def transfer(
     expression of a driving photo (an image output holds that one frame)."""
     from facevid.tasks.transfer import transfer as run_transfer
 
-    summary = run_transfer(source, driver, output, model=weights, steps=steps, guidance=guidance, seed=seed,
-                           absolute=absolute, paste=not no_paste_back, colour_match=not no_colour_match,
-                           window=window, motion=motion, aligner=aligner, face=face, driver_face=driver_face,
-                           allow_truncated=allow_truncated, device=device, codec=codec, crf=crf, force=force,
-                           progress=not quiet)
+    summary = run_transfer(source, driver, output, model=weights, steps=steps, sampler=sampler, guidance=guidance,
+                           seed=seed, absolute=absolute, paste=not no_paste_back,
+                           colour_match=not no_colour_match, window=window, motion=motion, aligner=aligner,
+                           face=face, driver_face=driver_face, allow_truncated=allow_truncated, device=device,
+                           codec=codec, crf=crf, force=force, progress=not quiet)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
     elif not quiet:
@@ -442,7 +446,8 @@ def decode(
     output: Path = typer.Option(..., "-o", "--output", help="Video to write."),
     background: Optional[Path] = typer.Option(None, "--background", help="Paste back into this video's frames."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights (default: those named in the file)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (0: warp only, 1: mean)."),
+    steps: Optional[int] = STEPS,
+    sampler: str = SAMPLER,
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     window: int = WINDOW,
     device: str = DEVICE,
@@ -456,7 +461,7 @@ def decode(
     """Rebuild a video from an .fvl file."""
     from facevid.tasks.codec import decode as run_decode
 
-    summary = run_decode(fvl, output, model=weights, background=background, steps=steps, seed=seed,
+    summary = run_decode(fvl, output, model=weights, background=background, steps=steps, sampler=sampler, seed=seed,
                          window=window, device=device, allow_truncated=allow_truncated, codec=codec, crf=crf,
                          force=force, progress=not quiet)
     if as_json:

@@ -42,3 +42,58 @@ def test_errors_are_facevid_errors(tmp_path, tiny_weights, photo):
     stranger = facevid.FaceVid(other.cfg)   # not loaded from a file: no sha256 to name it by
     with pytest.raises(facevid.InputError):
         facevid.decode(tmp_path / "c.fvl", tmp_path / "d.mp4", model=stranger, progress=False)
+
+
+def _frames(path) -> list:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _psnr(a, b) -> float:
+    import numpy as np
+
+    mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+    return float(10 * np.log10(255 ** 2 / max(mse, 1e-10)))
+
+
+def test_frame_level_transfer_is_the_file_task(tmp_path, tiny_weights, photo, moving_clip):
+    """Arrays in, arrays out: the same frames the command writes (up to the video codec's loss)."""
+    import numpy as np
+
+    video, _ = moving_clip
+    model = facevid.load_model(tiny_weights)
+    image, driver = _frames(photo)[0], _frames(video)
+    made = list(facevid.transfer_frames(image, iter(driver), model=model, window=7))
+    assert len(made) == len(driver) and all(f.shape == image.shape and f.dtype == np.uint8 for f in made)
+    facevid.transfer(photo, video, tmp_path / "t.mp4", model=model, window=7, crf=0, progress=False)
+    written = _frames(tmp_path / "t.mp4")
+    # equal up to x264's 4:2:0 chroma, and each frame the written frame of its own time
+    same = [_psnr(a, b) for a, b in zip(made, written)]
+    print(f"frame-level vs file: {min(same):.1f} dB at worst")
+    assert min(same) > 35
+    assert all(_psnr(made[i], written[i]) > _psnr(made[i], written[i + 1]) + 3 for i in range(len(made) - 1))
+    assert max(np.abs(a.astype(int) - image).max() for a in made) > 20   # it is not the photo held still
+    with pytest.raises(facevid.InputError):
+        next(facevid.transfer_frames(image.astype(float), driver, model=model))
+
+
+def test_frame_level_codec_is_the_file_task(tmp_path, tiny_weights, moving_clip):
+    import numpy as np
+
+    video, _ = moving_clip
+    model = facevid.load_model(tiny_weights)
+    frames = _frames(video)
+    codes = facevid.encode_frames(frames, model=model, window=5)
+    facevid.encode(video, tmp_path / "c.fvl", model=model, window=5, progress=False)
+    stored = facevid.read_codes(tmp_path / "c.fvl")
+    assert np.array_equal(codes.codes, stored.codes) and np.array_equal(codes.reference, stored.reference)
+    assert len(set(map(tuple, codes.codes))) > 1                       # the motion is in the codes
+    made = list(facevid.decode_frames(stored, model=model, backgrounds=frames))
+    facevid.decode(tmp_path / "c.fvl", tmp_path / "d.mp4", model=model, background=video, crf=0,
+                   progress=False)
+    written = _frames(tmp_path / "d.mp4")
+    assert len(made) == len(frames) and min(_psnr(a, b) for a, b in zip(made, written)) > 35
+    with pytest.raises(facevid.NoFaceError):
+        facevid.encode_frames([np.zeros((96, 96, 3), np.uint8)] * 3, model=model)

@@ -7,8 +7,10 @@ import torch
 
 from facevid.errors import ConfigError
 from facevid.sampling import (
+    SAMPLERS,
     SIGMA_DATA,
     Denoiser,
+    check_sampler,
     edm_loss_weight,
     edm_preconditioning,
     guided,
@@ -16,6 +18,7 @@ from facevid.sampling import (
     karras_sigmas,
     sample,
     sample_training_sigmas,
+    scheduler_sample,
 )
 
 F64 = torch.float64
@@ -266,3 +269,45 @@ def test_guided_sampling_scale_one_calls_once_per_step():
     net.batches.clear()
     sample(guided(net, 1.5, cond, uncond), noise, sigmas, method="euler")
     assert net.batches == [8] * 5
+
+
+# --- diffusers' EDM schedulers -----------------------------------------------------------
+
+
+def _mixture32(x, sigma):
+    return mixture_denoiser(x.double(), sigma.double()).float()
+
+
+@pytest.mark.parametrize("n_steps", [2, 6, 18])
+def test_diffusers_euler_is_the_own_euler(n_steps):
+    """scheduler_sample("euler") steps through diffusers' EDMEulerScheduler; the own Euler is
+    the reference: the same states within float32 rounding."""
+    noise = torch.randn(4096, generator=torch.Generator().manual_seed(1))
+    own = sample(_mixture32, noise, karras_sigmas(n_steps, sigma_max=2.0), method="euler")
+    theirs = scheduler_sample(_mixture32, noise, n_steps, sampler="euler", sigma_max=2.0)
+    torch.testing.assert_close(theirs, own, rtol=0, atol=2e-5)
+    assert (theirs - noise * 2.0).abs().mean() > 0.1   # it moved
+
+
+def test_diffusers_dpm_solver_is_second_order():
+    """DPM-Solver++ 2M (diffusers) converges on the probability-flow ODE's solution (Heun at 200
+    steps) as a 2nd-order method: measured mean errors at 40 steps dpm++ 0.005, euler 0.037;
+    at 12 dpm++ evaluations 0.113 against Heun's 0.48 at 11 (6 steps)."""
+    noise = torch.randn(20_000, generator=torch.Generator().manual_seed(0))
+    exact = sample(_mixture32, noise, karras_sigmas(200), method="heun")
+
+    def error(x):
+        return (x - exact).abs().mean().item()
+
+    dpm, euler = (error(scheduler_sample(_mixture32, noise, 40, sampler=m)) for m in ("dpm++", "euler"))
+    assert dpm < 0.01 < 0.03 < euler
+    assert error(scheduler_sample(_mixture32, noise, 12, sampler="dpm++")) < 0.5 * error(
+        sample(_mixture32, noise, karras_sigmas(6), method="heun"))
+
+
+def test_scheduler_sample_rejects_bad_arguments():
+    with pytest.raises(ConfigError, match="euler"):
+        scheduler_sample(_mixture32, torch.randn(2), 4, sampler="heun")
+    with pytest.raises(ConfigError, match="dpm"):
+        check_sampler("ddim")
+    assert [check_sampler(s) for s in SAMPLERS] == list(SAMPLERS)

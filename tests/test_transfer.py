@@ -57,8 +57,42 @@ def test_transfer_video_source_and_absolute(capsys, tmp_path, tiny_weights, movi
     assert '"relative": false' in out_text
 
 
+_IMPORTS_DIFFUSERS = """
+import sys
+from facevid.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as done:
+    print(done.code, 'diffusers' in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("steps, sampler, imports", [(1, "heun", False), (0, "dpm++", False), (2, "heun", False),
+                                                     (2, "dpm++", True), (2, "euler", True)])
+def test_diffusers_is_imported_only_when_its_sampler_runs(tmp_path, tiny_weights, photo, moving_clip, steps, sampler,
+                                                         imports):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _IMPORTS_DIFFUSERS, "transfer", str(photo), str(moving_clip[0]),
+                          "-o", str(tmp_path / "o.mp4"), "--weights", str(tiny_weights), "--steps", str(steps),
+                          "--sampler", sampler, "-q"], capture_output=True, text=True, timeout=300)
+    assert run.stderr.strip().splitlines()[-1] == f"0 {imports}", run.stderr
+
+
+def test_samplers_make_different_seeded_outputs(capsys, tmp_path, tiny_weights, photo, moving_clip):
+    made = {}
+    for sampler in ("heun", "euler", "dpm++"):
+        out = tmp_path / f"{sampler}.mp4"
+        code, _, err = run_cli(capsys, "transfer", photo, moving_clip[0], "-o", out, "--weights", tiny_weights,
+                               "--steps", 3, "--sampler", sampler, "--no-paste-back", "--crf", 0, "-q")
+        assert code == 0, err
+        made[sampler] = _frames(out).astype(int)
+    assert all((made[a] != made[b]).any() for a, b in (("heun", "euler"), ("euler", "dpm++"), ("heun", "dpm++")))
+
+
 @pytest.mark.parametrize("case", ["missing_source", "no_face_source", "no_face_driver", "exists", "bad_weights",
-                                  "not_weights", "flag", "motion"])
+                                  "not_weights", "flag", "motion", "sampler"])
 def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, case):
     source, driver, out, weights, extra = photo, moving_clip[0], tmp_path / "out.mp4", tiny_weights, []
     if case == "missing_source":
@@ -79,6 +113,8 @@ def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, cas
         extra = ["--steps", "many"]
     elif case == "motion":
         extra = ["--motion", "telepathy"]
+    elif case == "sampler":
+        extra = ["--sampler", "ddim", "--steps", "2"]
     before = sorted(p.name for p in tmp_path.iterdir())
     code, _, err = run_cli(capsys, "transfer", source, driver, "-o", out, "--weights", weights, "-q", *extra)
     assert_one_line_error(code, err)

@@ -21,9 +21,10 @@ import torch
 from facevid.config import ModelConfig
 from facevid.eval.baselines import landmark_warp
 from facevid.face.landmarks import LOWER_INNER_LIP, MOUTH, UPPER_INNER_LIP
-from facevid.io.arrays import to_tensor, to_uint8, unit_to_points
+from facevid.io.arrays import unit_to_points
 from facevid.io.cache import Clip
 from facevid.model.facevid import FaceVid
+from facevid.pipeline import Animator, CodeDecoder, CodeEncoder, windows
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -120,7 +121,6 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
     (relative motion; by default driven as `facevid transfer` drives it). `marks`: the 68
     landmarks of source (68, 2) and driver (T, 68, 2) in crop pixels, for motion="landmarks"."""
     from facevid.config import DEFAULT_MOTION
-    from facevid.pipeline import Animator
 
     cfg = model.cfg
     source_marks, driver_marks = marks or (None, None)   # the Animator says if they are missing
@@ -128,9 +128,9 @@ def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: i
                        seed=seed, relative=True, motion=motion or DEFAULT_MOTION, source_points=source_marks,
                        device=str(model.device))
     outputs = []
-    for start in range(0, len(driver), window):
-        outputs += animate(list(driver[start:start + window]),
-                           None if driver_marks is None else driver_marks[start:start + window])
+    for chunk in windows(zip(driver, driver_marks if driver_marks is not None else [None] * len(driver)), window):
+        crops, points = zip(*chunk)
+        outputs += animate(list(crops), None if driver_marks is None else np.stack(points))
     return np.stack(outputs)
 
 
@@ -139,24 +139,17 @@ def reconstruct(model: FaceVid, frames: np.ndarray, *, window: int = 16, steps: 
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """What `facevid encode` + `facevid decode` make of crops (T, S, S, 3) at out_size, and the
     codes (T, G) in between, computed as codec.py does: content and reference motion from the
-    first frame encoded alone (_open_writer), codes per window (_flush), decoded on the first
-    frame with the motion implied by the codes (decode).
+    first frame encoded alone, codes per window, decoded on the first frame with the motion
+    implied by the codes: the same CodeEncoder and CodeDecoder.
 
     Self-reenactment with motion="codes" (reenact) differs only in the reference's motion: the
     Animator takes frame 0's inside the first window, the codec encodes frame 0 alone."""
-    cfg, device = model.cfg, model.device
-    reference = to_tensor(frames[:1], cfg.out_size).to(device)                     # (1, 3, S, S)
-    encoded = model.encode(reference[:, None], reference)
-    ref_points = model.keypoints(reference)
-    generator = torch.Generator(device).manual_seed(seed)
+    encode = CodeEncoder(model, frames[0])
+    decode = CodeDecoder(model, frames[0], encode.content, encode.ref_motion, steps=steps, seed=seed)
     outputs, codes = [], []
-    for start in range(0, len(frames), window):
-        chunk = model.encode(to_tensor(frames[start:start + window], cfg.out_size)[None].to(device),
-                             reference).codes                                   # (1, W, G)
-        made = model.decode(reference, ref_points, encoded.motion[:, 0], model.motion_from_codes(chunk),
-                            encoded.content, generator=generator, steps=cfg.sample_steps if steps is None else steps)
-        outputs += [to_uint8(f) for f in made[0]]
-        codes.append(chunk[0].cpu().numpy())
+    for chunk in windows(list(frames), window):
+        codes.append(encode(chunk))
+        outputs += decode(codes[-1])
     return np.stack(outputs), np.concatenate(codes)
 
 

@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import torch
 
+from facevid.errors import InputError
+
 
 def to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
     """(T, H, W, 3) uint8 → (T, 3, size, size) float in [-1, 1]."""
@@ -33,3 +35,11 @@ def points_to_unit(points: np.ndarray, size: int) -> np.ndarray:
 def unit_to_points(unit: np.ndarray, size: int) -> np.ndarray:
     """The inverse of points_to_unit."""
     return (unit + 1) * size / 2 - 0.5
+
+
+def as_rgb(image, what: str = "a frame") -> np.ndarray:
+    """A caller's frame as (H, W, 3) uint8 RGB, C-contiguous; InputError (naming `what`) otherwise."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"{what} must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    return np.ascontiguousarray(image)

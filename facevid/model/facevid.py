@@ -36,7 +36,7 @@ from facevid.model.encoder import Encoder, KeypointNet
 from facevid.model.mouth import MouthRefiner
 from facevid.model.quantize import GroupQuantizer, QuantizerOutput
 from facevid.model.warp import FlowNet, border_anchors, flow_to_grid, grid_to_flow, sample_grid, tps_grid, warp_image
-from facevid.sampling import Denoiser, guided, karras_sigmas, sample
+from facevid.sampling import Denoiser, check_sampler, guided, karras_sigmas, sample, scheduler_sample
 
 FLOW_RANGE = 3.0   # the flow code's levels span ± this many standard deviations of each component
 
@@ -370,13 +370,16 @@ class FaceVid(nn.Module):
     def decode(self, reference: torch.Tensor, ref_points: torch.Tensor, ref_motion: torch.Tensor,
                motion: torch.Tensor, content: torch.Tensor, *, steps: int = 6, guidance: float = 1.0,
                generator: torch.Generator | None = None, target_points: torch.Tensor | None = None,
-               driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None) -> torch.Tensor:
+               driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None,
+               sampler: str = "heun") -> torch.Tensor:
         """Frames (B, T, 3, S, S) for motion (B, T, G*d [+ C]) on each clip's reference.
 
         `target_points` overrides the keypoints the motion implies (relative transfer), and
         `driver_ref_points` says whose geometry the flow code's flow has (see `warp`);
-        `steps=0` returns the warped reference, `steps=1` adds the posterior-mean residual;
-        with steps ≥ 1 the mouth refiner, if the model has one, repaints the mouth."""
+        `steps=0` returns the warped reference, `steps=1` adds the posterior-mean residual,
+        more steps sample with `sampler` (sampling.SAMPLERS); with steps ≥ 1 the mouth refiner,
+        if the model has one, repaints the mouth."""
+        check_sampler(sampler)
         b, t = motion.shape[:2]
         if target_points is None:
             target_points = ref_points[:, None] + self.displacement(motion, ref_motion)
@@ -392,8 +395,11 @@ class FaceVid(nn.Module):
             residual = denoise(zeros, torch.full((b * t,), sigma_max, device=reference.device), **shared)
         else:
             noise = torch.randn((b * t, 3, n, n), generator=generator, device=reference.device)
-            sigmas = karras_sigmas(steps, sigma_max=sigma_max, device=reference.device)
-            residual = sample(denoise, noise, sigmas, cond=shared)
+            if sampler == "heun":
+                sigmas = karras_sigmas(steps, sigma_max=sigma_max, device=reference.device)
+                residual = sample(denoise, noise, sigmas, cond=shared)
+            else:   # diffusers' EDM schedulers
+                residual = scheduler_sample(denoise, noise, steps, sampler=sampler, sigma_max=sigma_max, cond=shared)
         out = self.compose(warped, residual)
         if self.mouth is not None:
             out = self.mouth(out, reference.repeat_interleave(t, 0), ref_points.repeat_interleave(t, 0),

@@ -7,15 +7,17 @@ import struct
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
 import torch
 
 from facevid.errors import ConfigError, InputError, NoFaceError
-from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back
-from facevid.io.arrays import to_tensor, to_uint8
+from facevid.face.crop import CropSpec
+from facevid.io.arrays import as_rgb
 from facevid.io.fvl import FvlFrame, FvlHeader, FvlWriter, read_fvl
+from facevid.pipeline import CodeDecoder, CodeEncoder, FaceFrame, Paster, track_faces, windows
 from facevid.tasks.summary import TaskSummary
 
 
@@ -26,11 +28,6 @@ class CodecSummary(TaskSummary):
     bits_per_frame: int = 0
     motion_kbps: float = 0.0
     file_bytes: int = 0
-
-
-def _clip(crops: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-    """(T, S, S, 3) uint8 crops → (1, T, 3, S, S) in [-1, 1] on `device`."""
-    return to_tensor(np.stack(crops), crops[0].shape[0])[None].to(device)
 
 
 def _spec(model) -> CropSpec:
@@ -63,27 +60,22 @@ def encode(video: str | Path, output: str | Path, *, model=None, window: int = 1
     tracker = FaceTracker(make_backend(aligner), spec, face=face)
     summary = CodecSummary(input=str(video), output=str(out))
     started = clock.perf_counter()
-    writer, pending, last, reference = None, [], None, None
+    writer = None
+
+    def open_writer(encoder: CodeEncoder) -> None:   # at the first face: motion is the change from it
+        nonlocal writer
+        writer = _open_writer(out, model, encoder, info, sha256_of(weights_path))
+
     try:
         with progress_bar("encode", info.frame_count, enabled=progress) as advance:
-            for frame in iter_frames(video, allow_truncated=allow_truncated):
-                tracked = tracker.update(frame.image, frame.index, frame.time)
-                if tracked.found:
-                    last = cut_crop(frame.image, tracked.transform, spec.size)
-                    if writer is None:   # the first face is the reference: motion is the change from it
-                        writer = _open_writer(out, model, _model_name(model.weights_name), weights_path, info,
-                                              last, sha256_of)
-                        reference = _clip([last], model.device)[:, 0]
-                else:
-                    summary.frames_without_face += 1
-                pending.append((frame.time, tracked.found, tracked.transform, last))
+            faces = track_faces(iter_frames(video, allow_truncated=allow_truncated), tracker, spec.size)
+            for frame in _encoded(faces, model, window, open_writer):
+                writer.write(frame)
                 summary.frames += 1
+                summary.frames_without_face += not frame.has_face
                 advance(1)
-                if writer is not None and len(pending) >= window:
-                    _flush(model, writer, pending, reference)
             if writer is None:
                 raise NoFaceError(tracker.not_found(f"{video} ({summary.frames} frames)"))
-            _flush(model, writer, pending, reference)
             writer.close()
     except BaseException:
         if writer is not None:
@@ -96,19 +88,16 @@ def encode(video: str | Path, output: str | Path, *, model=None, window: int = 1
     return summary
 
 
-def _open_writer(out, model, name, weights_path, info, reference, sha256_of) -> FvlWriter:
+def _open_writer(out, model, encoder: CodeEncoder, info, sha256: str) -> FvlWriter:
     cfg = model.cfg
-    png = cv2.imencode(".png", cv2.cvtColor(reference, cv2.COLOR_RGB2BGR))[1].tobytes()
-    clip = _clip([reference], model.device)
-    encoded = model.encode(clip, clip[:, 0])
-    header = FvlHeader(model=name, model_sha256=sha256_of(weights_path), fps=info.fps,
+    png = cv2.imencode(".png", cv2.cvtColor(encoder.reference_crop, cv2.COLOR_RGB2BGR))[1].tobytes()
+    header = FvlHeader(model=_model_name(model.weights_name), model_sha256=sha256, fps=info.fps,
                        crop_size=cfg.out_size, crop_margin=cfg.crop_margin, crop_center_y=cfg.crop_center_y,
                        groups=cfg.vq_groups, codebook=cfg.vq_codebook,
                        content_shape=(cfg.content_tokens, cfg.enc_dim), motion_dim=cfg.motion_dim,
                        source_size=(info.width, info.height), flow_components=cfg.flow_code,
                        flow_bits=cfg.flow_code_bits if cfg.flow_code else 0)
-    return FvlWriter(out, header, png, encoded.content[0].cpu().numpy(),
-                     encoded.motion[0, 0, :cfg.motion_dim].cpu().numpy())
+    return FvlWriter(out, header, png, encoder.content, encoder.ref_motion)
 
 
 def _model_name(name: str) -> str:
@@ -119,23 +108,29 @@ def _model_name(name: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in name)[:MAX_NAME] or "weights"
 
 
-def _flush(model, writer: FvlWriter, pending: list, reference: torch.Tensor) -> None:
-    """Encode the pending frames relative to the reference crop (1, 3, S, S) (frames before
-    the first face reuse the first face crop)."""
-    if not pending:
-        return
-    first = next(crop for *_, crop in pending if crop is not None)
-    crops = [crop if crop is not None else first for *_, crop in pending]
-    codes = model.encode(_clip(crops, model.device), reference).codes[0].cpu().numpy()
-    for (time_s, found, transform, _), frame_codes in zip(pending, codes):
-        matrix = transform if found else np.zeros((2, 3))
-        writer.write(FvlFrame(time_s, found, matrix, frame_codes))
-    pending.clear()
+def _encoded(faces: Iterable[FaceFrame], model, window: int,
+             on_reference: Callable[[CodeEncoder], None] = lambda encoder: None) -> Iterator[FvlFrame]:
+    """The .fvl frames of tracked faces, encoded a window at a time relative to the first face
+    (`on_reference` is told it before the first frame comes; frames before it take its crop).
+    No frame comes if no face is ever found."""
+    encoder, pending = None, []
+    for chunk in windows(faces, window):
+        pending += chunk
+        if encoder is None:
+            first = next((f for f in pending if f.found), None)
+            if first is None:
+                continue
+            encoder = CodeEncoder(model, first.crop)
+            on_reference(encoder)
+        codes = encoder([f.crop if f.crop is not None else encoder.reference_crop for f in pending])
+        for f, frame_codes in zip(pending, codes):
+            yield FvlFrame(f.time, f.found, f.transform if f.found else np.zeros((2, 3)), frame_codes)
+        pending = []
 
 
 @torch.no_grad()
 def decode(fvl: str | Path, output: str | Path, *, model=None, background: str | Path | None = None,
-           steps: int | None = None, seed: int = 0, window: int = 16, device: str = "cpu",
+           steps: int | None = None, seed: int = 0, sampler: str = "heun", window: int = 16, device: str = "cpu",
            allow_truncated: bool = False, codec: str = "libx264", crf: int = 18, force: bool = False,
            progress: bool = True) -> CodecSummary:
     """Rebuild the clip of an .fvl file: the crops, or pasted back into `background`. `model`: the
@@ -160,40 +155,94 @@ def decode(fvl: str | Path, output: str | Path, *, model=None, background: str |
         model = load_weights(_decode_weights(data.header, fvl, model), check_device(device))
     else:
         _check_sha256(data.header, fvl, model)
-    cfg, on = model.cfg, model.device
-    _check_model(data.header, cfg, fvl)
-    reference = _reference_crop(data.reference_png, cfg.out_size, fvl)
-    ref = _clip([reference], on)[:, 0]                                              # (1, 3, S, S)
-    content = torch.from_numpy(data.content)[None].to(on)
-    ref_motion = torch.from_numpy(data.ref_motion)[None].to(on)
-    ref_points = model.keypoints(ref)
-    generator = torch.Generator(on).manual_seed(seed)
-    backgrounds = iter_frames(background, allow_truncated=allow_truncated) if background is not None else None
-    mask = crop_mask(cfg.out_size, "face")
+    _check_model(data.header, model.cfg, fvl)
+    render = CodeDecoder(model, _reference_crop(data.reference_png, model.cfg.out_size, fvl), data.content,
+                         data.ref_motion, steps=steps, seed=seed, sampler=sampler)
+    backgrounds = None
+    if background is not None:
+        backgrounds = (f.image for f in iter_frames(background, allow_truncated=allow_truncated))
     summary = CodecSummary(input=str(fvl), output=str(out), bits_per_frame=data.header.bits_per_frame)
     started = clock.perf_counter()
     with VideoWriter(out, data.header.fps, audio_from=background, codec=codec, crf=crf, force=force) as writer, \
             progress_bar("decode", len(data.frames), enabled=progress) as advance:
-        for start in range(0, len(data.frames), window):
-            chunk = data.frames[start:start + window]
-            codes = torch.from_numpy(np.stack([f.codes for f in chunk]))[None].to(on)
-            motion = model.motion_from_codes(codes)
-            crops = model.decode(ref, ref_points, ref_motion, motion, content, generator=generator,
-                                 steps=cfg.sample_steps if steps is None else steps)[0]
-            for frame, crop in zip(chunk, crops):
-                image = to_uint8(crop)
-                if backgrounds is not None:
-                    bg = next(backgrounds, None)
-                    if bg is None:
-                        raise InputError(f"the background {background} has fewer frames than {fvl}")
-                    image = paste_back(bg.image, image, frame.transform, mask=mask) if frame.has_face else bg.image
-                writer.write(image, frame.time)
-                summary.frames += 1
-                summary.frames_without_face += not frame.has_face
-                advance(1)
+        images = _decoded(render, data.frames, window, backgrounds, f"the background {background}", fvl)
+        for frame, image in zip(data.frames, images):
+            writer.write(image, frame.time)
+            summary.frames += 1
+            summary.frames_without_face += not frame.has_face
+            advance(1)
     summary.finish(started)
     summary.file_bytes = out.stat().st_size
     return summary
+
+
+def _decoded(render: CodeDecoder, frames: list[FvlFrame], window: int, backgrounds: Iterator[np.ndarray] | None,
+             background: str = "the background", what: str = "the codes") -> Iterator[np.ndarray]:
+    """The decoded crops, a window at a time, or pasted back into the next background frames."""
+    paste = Paster(render.model.cfg.out_size, colour_match=False)
+    for chunk in windows(frames, window):
+        for frame, image in zip(chunk, render(np.stack([f.codes for f in chunk]))):
+            if backgrounds is not None:
+                bg = next(backgrounds, None)
+                if bg is None:
+                    raise InputError(f"{background} has fewer frames than {what}")
+                image = paste(bg, image, frame.transform if frame.has_face else None)
+            yield image
+
+
+@dataclass
+class Codes:
+    """A clip as the codec holds it (what an .fvl file stores): the reference face crop, its
+    content and motion, and one `FvlFrame` per frame (time, face found, frame→crop transform,
+    the motion codes)."""
+
+    reference: np.ndarray       # (S, S, 3) uint8 RGB: the first face's crop
+    content: np.ndarray         # (K, E) float32
+    ref_motion: np.ndarray      # (motion_dim,) float32
+    frames: list[FvlFrame]
+
+    @property
+    def codes(self) -> np.ndarray:
+        """(T, G [+ C]) the frames' codes."""
+        return np.stack([f.codes for f in self.frames])
+
+
+def read_codes(fvl: str | Path) -> Codes:
+    """An .fvl file as `Codes` (for decode_frames), every field checked as decode checks it."""
+    data = read_fvl(fvl)
+    return Codes(_reference_crop(data.reference_png, data.header.crop_size, fvl), data.content, data.ref_motion,
+                 data.frames)
+
+
+def encode_frames(frames: Iterable[np.ndarray], *, model=None, fps: float = 25.0, window: int = 16,
+                  aligner: str = "auto", face: int = 1, device: str = "cpu") -> Codes:
+    """The frame-level encode: frames (H, W, 3) uint8 RGB in, their codes out (a few hundred
+    bits a frame; `fps` sets the frames' times). NoFaceError if no frame shows a face."""
+    from facevid.face.track import FaceTracker, make_backend
+    from facevid.io.video import Frame
+    from facevid.weights import as_model
+
+    model = as_model(model, device)
+    tracker = FaceTracker(make_backend(aligner), _spec(model), face=face)
+    found: list[CodeEncoder] = []
+    video = (Frame(i, i / fps, as_rgb(image)) for i, image in enumerate(frames))
+    coded = list(_encoded(track_faces(video, tracker, model.cfg.out_size), model, window, found.append))
+    if not found:
+        raise NoFaceError(tracker.not_found(f"the frames ({len(coded)})"))
+    return Codes(found[0].reference_crop, found[0].content, found[0].ref_motion, coded)
+
+
+def decode_frames(codes: Codes, *, model=None, backgrounds: Iterable[np.ndarray] | None = None,
+                  steps: int | None = None, seed: int = 0, sampler: str = "heun", window: int = 16,
+                  device: str = "cpu") -> Iterator[np.ndarray]:
+    """The frame-level decode: the crops the codes rebuild, or each pasted back into the next of
+    `backgrounds` (frames of the size the clip had), lazily."""
+    from facevid.weights import as_model
+
+    model = as_model(model, device)
+    render = CodeDecoder(model, codes.reference, codes.content, codes.ref_motion, steps=steps, seed=seed,
+                         sampler=sampler)
+    yield from _decoded(render, codes.frames, window, None if backgrounds is None else map(as_rgb, backgrounds))
 
 
 def _refuse_inputs(out: Path, *inputs) -> None:

@@ -10,17 +10,19 @@ from __future__ import annotations
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from facevid.config import DEFAULT_MOTION
 from facevid.errors import ConfigError, NoFaceError
-from facevid.face.crop import CropSpec, crop_mask, cut_crop, paste_back
-from facevid.pipeline import MOTION_SOURCES, Animator
+from facevid.face.crop import CropSpec, cut_crop
+from facevid.io.arrays import as_rgb
+from facevid.pipeline import MOTION_SOURCES, Animator, Paster, track_faces, windows
 from facevid.tasks.summary import TaskSummary
 
 if TYPE_CHECKING:
+    from facevid.io.video import Frame
     from facevid.model.facevid import FaceVid
 
 
@@ -33,13 +35,11 @@ class TransferSummary(TaskSummary):
     relative: bool = True
 
 
-def _source_frames(source, tracker, allow_truncated: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def _source_frames(frames: Iterable[Frame], tracker) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """(frame, frame→crop transform) of the source, for every output frame: a photo repeats,
     a video plays and then holds its last frame; a frame without a face keeps the last transform."""
-    from facevid.io.video import iter_frames
-
     last = None
-    for frame in iter_frames(source, allow_truncated=allow_truncated):
+    for frame in frames:
         face = tracker.update(frame.image, frame.index, frame.time)
         last = (frame.image, face.transform if face.found else (last[1] if last else None))
         yield last
@@ -47,38 +47,111 @@ def _source_frames(source, tracker, allow_truncated: bool = False) -> Iterator[t
         yield last
 
 
-def _reference(source, tracker, allow_truncated: bool = False):
+def _reference(frames: Iterable[Frame], tracker, what: str):
     """The first source frame with a face, and the tracked face (its frame→crop transform)."""
-    from facevid.io.video import iter_frames
-
-    for frame in iter_frames(source, allow_truncated=allow_truncated):
+    for frame in frames:
         face = tracker.update(frame.image, frame.index, frame.time)
         if face.found:
             return frame.image, face
-    raise NoFaceError(tracker.not_found(f"the source {source}"))
+    raise NoFaceError(tracker.not_found(what))
+
+
+class Transfer:
+    """The source face moving like a driver, frame by frame: `Transfer(model, source)` once,
+    then `transfer(driver_frames)` yields the output frames (full frames, pasted back, or the
+    crops with paste=False) with the driver's indices and times.
+
+    `source`: a function returning the source's frames (an iterator of `Frame`; it is read
+    twice: for the reference face, then as the backgrounds). A still driver (`expression`)
+    lends its expression to the source's face."""
+
+    def __init__(self, model: FaceVid, source: Callable[[], Iterable[Frame]], *, steps: int | None = None,
+                 guidance: float = 1.0, seed: int = 0, absolute: bool = False, paste: bool = True,
+                 colour_match: bool = True, window: int = 16, aligner: str = "auto", motion: str = DEFAULT_MOTION,
+                 face: int = 1, driver_face: int = 1, expression: bool = False, sampler: str = "heun",
+                 source_name: str = "the source"):
+        from facevid.face.track import FaceTracker, Landmarks68, make_backend
+
+        _check_options(window, motion)
+        cfg = model.cfg
+        self.size, self.window, self.source = cfg.out_size, window, source
+        self.spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
+        self.backend = make_backend(aligner)
+        self.face, self.driver_face = face, driver_face
+        self.landmarks = Landmarks68(self.spec) if motion == "landmarks" else None
+        first_image, first_face = _reference(source(), FaceTracker(self.backend, self.spec, face=face), source_name)
+        self.source_crop = cut_crop(first_image, first_face.transform, cfg.out_size)
+        self.source_points = self.landmarks(first_image, first_face) if self.landmarks else None
+        self.animate = Animator(model, self.source_crop, steps=cfg.sample_steps if steps is None else steps,
+                                guidance=guidance, seed=seed, relative=not absolute, device=str(model.device),
+                                motion=motion, source_points=self.source_points, expression=expression,
+                                sampler=sampler)
+        self.paste = Paster(cfg.out_size, colour_match=colour_match) if paste else None
+        self.frames = self.frames_without_face = 0
+        self.tracker = FaceTracker(self.backend, self.spec, face=driver_face)
+
+    def __call__(self, driver: Iterable[Frame]) -> Iterator[Frame]:
+        from facevid.face.track import FaceTracker
+        from facevid.io.video import Frame
+
+        backgrounds = _source_frames(self.source(), FaceTracker(self.backend, self.spec, face=self.face))
+        faces = track_faces(driver, self.tracker, self.size, self.landmarks, rest=(self.source_crop,
+                                                                                  self.source_points))
+        for chunk in windows(faces, self.window):   # until the driver shows a face, the source rests
+            points = np.stack([f.points for f in chunk]) if self.landmarks else None
+            for f, crop in zip(chunk, self.animate([f.crop for f in chunk], points)):
+                image, transform = next(backgrounds)
+                self.frames += 1
+                self.frames_without_face += not f.found
+                yield Frame(f.index, f.time, self.paste(image, crop, transform) if self.paste else crop)
+
+
+def transfer_frames(source: np.ndarray | Sequence[np.ndarray], driver: Iterable[np.ndarray], *,
+                    model: FaceVid | str | None = None, device: str = "cpu", **options) -> Iterator[np.ndarray]:
+    """The frame-level transfer, arrays in and arrays out: `source` one photo (H, W, 3) uint8 RGB
+    or a video's frames (a sequence, read twice), `driver` any iterable of frames; yields one
+    output frame (the source's size) per driver frame, lazily. `options`: transfer's (steps,
+    seed, absolute, paste, motion, window, ...)."""
+    from facevid.io.video import Frame
+    from facevid.weights import as_model
+
+    still = isinstance(source, np.ndarray) and source.ndim == 3
+    frames = [source] if still else source
+
+    def source_frames():
+        return (Frame(i, i / 25.0, as_rgb(image, "a source frame")) for i, image in enumerate(frames))
+
+    run = Transfer(as_model(model, device), source_frames, **options)
+    for frame in run(Frame(i, i / 25.0, as_rgb(image, "a driver frame")) for i, image in enumerate(driver)):
+        yield frame.image
+    if run.frames and run.frames == run.frames_without_face:
+        raise NoFaceError(run.tracker.not_found(f"the driver ({run.frames} frames)"))
+
+
+def _check_options(window: int, motion: str) -> None:
+    if window < 1:
+        raise ConfigError(f"--window must be 1 or more, got {window}")
+    if motion not in MOTION_SOURCES:
+        raise ConfigError(f"unknown --motion '{motion}' (choose from {', '.join(MOTION_SOURCES)})")
 
 
 def transfer(source: str | Path, driver: str | Path, output: str | Path, *, model: FaceVid | str | None = None,
              steps: int | None = None, guidance: float = 1.0, seed: int = 0, absolute: bool = False,
              paste: bool = True, colour_match: bool = True, window: int = 16, aligner: str = "auto",
              motion: str = DEFAULT_MOTION, face: int = 1, driver_face: int = 1, allow_truncated: bool = False,
-             device: str = "cpu", codec: str = "libx264", crf: int = 18, force: bool = False,
+             sampler: str = "heun", device: str = "cpu", codec: str = "libx264", crf: int = 18, force: bool = False,
              progress: bool = True) -> TransferSummary:
     """Write `output`: the source face moving like the driver, with the driver's sound.
 
     A still driver lends its expression (mouth, eyes, brows) to the source's face; an image
     output (.png, .jpg, ...) takes a still driver and holds the one frame. `model`: a loaded
     FaceVid (`facevid.load_model`, to reuse it over many calls), or a weights name or file."""
-    from facevid.face.track import FaceTracker, Landmarks68, make_backend
     from facevid.io.image import ImageWriter
     from facevid.io.video import VideoWriter, check_crf, check_output_path, is_image_path, iter_frames, probe
     from facevid.progress import progress_bar
     from facevid.weights import as_model
 
-    if window < 1:
-        raise ConfigError(f"--window must be 1 or more, got {window}")
-    if motion not in MOTION_SOURCES:
-        raise ConfigError(f"unknown --motion '{motion}' (choose from {', '.join(MOTION_SOURCES)})")
+    _check_options(window, motion)
     check_crf(codec, crf)
     probe(source)
     drv_info = probe(driver)
@@ -90,57 +163,21 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
         raise ConfigError(f"{out.name} is an image, which holds one frame: drive it with an image, or write a video")
     if expression and motion != "landmarks":
         raise ConfigError("an image driver gives its expression by its landmarks: use --motion landmarks")
-    model = as_model(model, device)
-    device = str(model.device)
-    cfg = model.cfg
-    spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
-    backend = make_backend(aligner)
-    marks68 = Landmarks68(spec) if motion == "landmarks" else None
-    first_image, first_face = _reference(source, FaceTracker(backend, spec, face=face), allow_truncated)
-    backgrounds = _source_frames(source, FaceTracker(backend, spec, face=face), allow_truncated)
-    source_crop = cut_crop(first_image, first_face.transform, cfg.out_size)
-    source_points = marks68(first_image, first_face) if marks68 else None
-    animate = Animator(model, source_crop, steps=cfg.sample_steps if steps is None else steps, guidance=guidance,
-                       seed=seed, relative=not absolute, device=device, motion=motion, source_points=source_points,
-                       expression=expression)
-    summary = TransferSummary(source=str(source), driver=str(driver), output=str(out), steps=animate.steps,
+    run = Transfer(as_model(model, device), lambda: iter_frames(source, allow_truncated=allow_truncated),
+                   steps=steps, guidance=guidance, seed=seed, absolute=absolute, paste=paste,
+                   colour_match=colour_match, window=window, aligner=aligner, motion=motion, face=face,
+                   driver_face=driver_face, expression=expression, sampler=sampler, source_name=f"the source {source}")
+    summary = TransferSummary(source=str(source), driver=str(driver), output=str(out), steps=run.animate.steps,
                               relative=not absolute)
-    tracker = FaceTracker(backend, spec, face=driver_face)
-    mask = crop_mask(cfg.out_size, "face")
     started = clock.perf_counter()
-    pending: list = []
-    last_crop, last_points = source_crop, source_points   # until the driver shows a face, the source rests
     writer = ImageWriter(out, force=force) if still_out else \
         VideoWriter(out, drv_info.fps, audio_from=driver, codec=codec, crf=crf, force=force)
     with writer, progress_bar("transfer", drv_info.frame_count, enabled=progress) as advance:
-
-        def flush():
-            if not pending:
-                return
-            made = animate([p[2] for p in pending], np.stack([p[3] for p in pending]) if marks68 else None)
-            for (time_s, (image, transform), *_), crop in zip(pending, made):
-                if not paste:
-                    writer.write(crop, time_s)
-                elif transform is None:
-                    writer.write(image, time_s)
-                else:
-                    writer.write(paste_back(image, crop, transform, mask=mask, colour_match=colour_match), time_s)
-                advance(1)
-            pending.clear()
-
-        for frame in iter_frames(driver, allow_truncated=allow_truncated):
-            found = tracker.update(frame.image, frame.index, frame.time)
-            if found.found:
-                last_crop = cut_crop(frame.image, found.transform, cfg.out_size)
-                last_points = marks68(frame.image, found) if marks68 else None
-            else:
-                summary.driver_frames_without_face += 1
-            pending.append((frame.time, next(backgrounds), last_crop, last_points))
-            summary.frames += 1
-            if len(pending) == window:
-                flush()
-        if summary.frames == summary.driver_frames_without_face:
-            raise NoFaceError(tracker.not_found(f"the driver {driver} ({summary.frames} frames)"))
-        flush()
+        for frame in run(iter_frames(driver, allow_truncated=allow_truncated)):
+            writer.write(frame.image, frame.time)
+            advance(1)
+        if run.frames == run.frames_without_face:
+            raise NoFaceError(run.tracker.not_found(f"the driver {driver} ({run.frames} frames)"))
+    summary.frames, summary.driver_frames_without_face = run.frames, run.frames_without_face
     summary.finish(started)
     return summary

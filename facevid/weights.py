@@ -145,6 +145,7 @@ def read_weights(path: str | Path, device: str = "cpu") -> tuple:
     from safetensors import SafetensorError, safe_open
 
     from facevid.config import ModelConfig, from_dict
+    from facevid.model.flow_code import renamed
 
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
@@ -152,7 +153,7 @@ def read_weights(path: str | Path, device: str = "cpu") -> tuple:
             if meta.get("format") != "facevid" or "config" not in meta:
                 raise InputError(f"{path} is not a facevid weights file")
             cfg = from_dict(ModelConfig, json.loads(meta["config"]), "model config")
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = renamed({k: f.get_tensor(k) for k in f.keys()})
     except (SafetensorError, OSError, json.JSONDecodeError) as error:
         raise InputError(f"cannot read weights {path}: {error}") from error
     return cfg, state

@@ -65,12 +65,12 @@ def test_flow_code_fits_quantizes_and_drives_the_warp():
     assert not model.flow_code_fitted
     fields = torch.randn(c, 2 * f * f) * 0.02
     flows = (torch.randn(400, c) @ fields + 0.01).view(-1, 2, f, f)   # a rank-C family around a mean
-    model.fit_flow_code(flows)
-    assert model.flow_code_fitted and "flow_fitted" in model.state_dict()
-    levels = model.quantize_flow(flows)
+    model.flow_code.fit(flows)
+    assert model.flow_code_fitted and "flow_code.fitted" in model.state_dict()
+    levels = model.flow_code.quantize(flows)
     assert levels.shape == (400, c) and levels.min() >= 0 and levels.max() < 2 ** TINY.flow_code_bits
-    motion = torch.cat([torch.zeros(400, TINY.motion_dim), model.dequantize_flow(levels)], -1)
-    error = (model.code_flow(motion) - flows).pow(2).mean().sqrt() / (flows - flows.mean(0)).pow(2).mean().sqrt()
+    coded = model.flow_code.flow(model.flow_code.dequantize(levels))
+    error = (coded - flows).pow(2).mean().sqrt() / (flows - flows.mean(0)).pow(2).mean().sqrt()
     assert error < 0.2   # 4-bit levels over ±3 standard deviations
     # the warp starts from the code's flow (here an unfitted code: cosine patterns, the first a
     # uniform x shift); the driver's own keypoints (the same as the reference's, unmoved) pin
@@ -81,9 +81,9 @@ def test_flow_code_fits_quantizes_and_drives_the_warp():
     points = torch.from_numpy(points_to_unit(face, 64)).float()[None]                  # a face's 68 landmarks
     shift = torch.zeros(1, 2, f, f)
     shift[:, 0] = 0.1   # every pixel shows what the reference shows 5% of the crop further right
-    shifted = model.dequantize_flow(model.quantize_flow(shift))
+    shifted, unshifted = (model.flow_code.dequantize(model.flow_code.quantize(s)) for s in (shift, 0 * shift))
     move = torch.cat([torch.zeros(1, 1, TINY.motion_dim), shifted[:, None]], -1)
-    still = torch.cat([torch.zeros(1, 1, TINY.motion_dim), model.dequantize_flow(model.quantize_flow(0 * shift))[:, None]], -1)
+    still = torch.cat([torch.zeros(1, 1, TINY.motion_dim), unshifted[:, None]], -1)
     warped = model.warp(reference, points, points[:, None], still[:, 0], move)
     same = model.warp(reference, points, points[:, None], still[:, 0], move, driver_ref_points=points)
 
@@ -95,7 +95,7 @@ def test_flow_code_fits_quantizes_and_drives_the_warp():
     kept = (sent(same.start, points)[:, others] - sent(warped.start, points)[:, others]).norm(dim=-1).mean()
     assert kept < 0.2 * unpinned
     base_flow = warped.base - model.warp(reference, points, points[:, None], still[:, 0], still).base
-    expected = (model.code_flow(move) - model.code_flow(still))[..., 0, :, :].mean().item()
+    expected = (model.flow_code.flow(shifted) - model.flow_code.flow(unshifted))[..., 0, :, :].mean().item()
     assert base_flow[..., 0].mean().item() == pytest.approx(expected, abs=1e-4)
     assert expected == pytest.approx(0.1, abs=0.025)   # within a quantization step (0.4 sd = 0.016) of each
     assert base_flow[..., 1].abs().max().item() < 1e-5
@@ -271,7 +271,7 @@ def test_encoder_reads_the_measured_flow_of_a_known_shift():
     """The flow the encoder reads (flow_input) is the warp's target measured on the model's own
     tensors: the shifted frame's flow is −4 px of 64 in x; the reference's is zero."""
     from facevid.io.arrays import to_tensor
-    from facevid.model.facevid import measured_flow
+    from facevid.model.flow_code import measured_flow
 
     rng = np.random.default_rng(0)
     texture = cv2.GaussianBlur(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), (0, 0), 2)

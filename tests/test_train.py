@@ -81,8 +81,8 @@ def test_init_from_earlier_weights_keeps_new_modules_fresh(tmp_path):
         before.flow_net.head.weight.normal_()
     path = export_weights(before, tmp_path / "before.safetensors")
     after = FaceVid(PRESETS["tiny"])
-    assert set(init_from(after, path)) == {"flow_mean", "flow_basis", "flow_scale", "flow_fitted", "flow_head.weight",
-                                           "flow_net.head.weight", "flow_net.head.bias"}
+    assert set(init_from(after, path)) == {"flow_code.mean", "flow_code.basis", "flow_code.scale", "flow_code.fitted",
+                                           "flow_head.weight", "flow_net.head.weight", "flow_net.head.bias"}
     assert not after.flow_head.weight.any() and not after.flow_net.head.weight.any()
     assert torch.equal(after.dit.null_motion, before.dit.null_motion) and not after.flow_code_fitted
     # a layer that gained input channels keeps its old weights and starts at zero on the new ones

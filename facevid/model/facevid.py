@@ -21,10 +21,8 @@ change of landmarks on any face (relative transfer), and the codes cannot collap
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,12 +31,11 @@ from facevid.config import ModelConfig
 from facevid.face.landmarks import EYES_AND_MOUTH
 from facevid.model.decoder import DiT
 from facevid.model.encoder import Encoder, KeypointNet
+from facevid.model.flow_code import FlowCode, measured_flow, renamed
 from facevid.model.mouth import MouthRefiner
 from facevid.model.quantize import GroupQuantizer, QuantizerOutput
 from facevid.model.warp import FlowNet, border_anchors, flow_to_grid, grid_to_flow, sample_grid, tps_grid, warp_image
 from facevid.sampling import Denoiser, check_sampler, guided, karras_sigmas, sample, scheduler_sample
-
-FLOW_RANGE = 3.0   # the flow code's levels span ± this many standard deviations of each component
 
 
 @dataclass
@@ -82,34 +79,6 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def measured_flow(frames: torch.Tensor, reference: torch.Tensor, size: int) -> torch.Tensor:
-    """Farnebäck optical flow (facevid.train.batches.optical_flow) of frames (B, T, 3, H, W) to the
-    reference (B, 3, H, W), both in [-1, 1]: (B, T, 2, size, size) backward flow in normalised
-    units, no gradient. The same measurement as the warp's training target."""
-    from facevid.face.flow import optical_flow
-
-    def uint8(x):
-        return ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1).cpu().numpy()
-
-    refs, clips = uint8(reference), uint8(frames)
-    flows = np.stack([optical_flow(ref, clip, size) for ref, clip in zip(refs, clips)])
-    return torch.from_numpy(flows).to(frames.device)
-
-
-def cosine_flow_basis(side: int, count: int) -> torch.Tensor:
-    """`count` orthonormal flows (count, 2 * side**2): 2-D DCT-II patterns of x and of y flow,
-    lowest frequencies first."""
-    n = torch.arange(side, dtype=torch.float64)
-    dct = torch.cos(math.pi * (2 * n[None] + 1) * n[:, None] / (2 * side))     # (k, n)
-    dct = dct / dct.norm(dim=1, keepdim=True)
-    pairs = sorted(((u, v) for u in range(side) for v in range(side)), key=lambda p: (p[0] + p[1], p))
-    basis = torch.zeros(count, 2, side, side, dtype=torch.float64)
-    for i in range(count):
-        u, v = pairs[i // 2]
-        basis[i, i % 2] = torch.outer(dct[v], dct[u])
-    return basis.flatten(1).float()
-
-
 class FaceVid(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -139,12 +108,9 @@ class FaceVid(nn.Module):
         self.dit = DiT(cfg)
         self.mouth = MouthRefiner(cfg.mouth_size, cfg.mouth_channels) if cfg.mouth_size else None
         self.register_buffer("anchors", border_anchors(), persistent=False)
-        if cfg.flow_code:   # principal components of the measured flow (fit_flow_code), saved with the weights;
-            # until fitted, the lowest spatial frequencies (a working code for untrained models)
-            self.register_buffer("flow_mean", torch.zeros(2 * cfg.flow_input ** 2))
-            self.register_buffer("flow_basis", cosine_flow_basis(cfg.flow_input, cfg.flow_code))
-            self.register_buffer("flow_scale", torch.full((cfg.flow_code,), 0.05 * cfg.flow_input))   # 0.05 a pixel
-            self.register_buffer("flow_fitted", torch.zeros((), dtype=torch.bool))
+        # the measured flow's principal components, quantized (model/flow_code.py)
+        self.flow_code = FlowCode(cfg.flow_input, cfg.flow_code, cfg.flow_code_bits) if cfg.flow_code else None
+        self._register_load_state_dict_pre_hook(lambda state, prefix, *_: renamed(state) if not prefix else None)
 
     @property
     def device(self) -> torch.device:
@@ -171,8 +137,8 @@ class FaceVid(nn.Module):
         """Append the quantized flow's components to the motion vectors and its levels to the codes."""
         if not self.cfg.flow_code:
             return motion, codes
-        levels = self.quantize_flow(flow)
-        return torch.cat([motion, self.dequantize_flow(levels).to(motion.dtype)], -1), torch.cat([codes, levels], -1)
+        levels = self.flow_code.quantize(flow)
+        return torch.cat([motion, self.flow_code.dequantize(levels).to(motion.dtype)], -1), torch.cat([codes, levels], -1)
 
     def _encoder(self, frames: torch.Tensor, reference: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -220,7 +186,7 @@ class FaceVid(nn.Module):
         motion = self.quantizer.embed_codes(codes[..., :g])
         if not self.cfg.flow_code:
             return motion
-        return torch.cat([motion, self.dequantize_flow(codes[..., g:]).to(motion.dtype)], -1)
+        return torch.cat([motion, self.flow_code.dequantize(codes[..., g:]).to(motion.dtype)], -1)
 
     def _vq(self, motion: torch.Tensor) -> torch.Tensor:
         """The code vectors of a motion tensor (without the flow components)."""
@@ -239,46 +205,10 @@ class FaceVid(nn.Module):
         c = self.cfg.coarse_flow
         return self.flow_head(self._vq(motion) - self._vq(ref_motion)[:, None]).view(b, t, 2, c, c)
 
-    # ------------------------------------------------------------------ flow code
-
-    @torch.no_grad()
-    def fit_flow_code(self, flows: torch.Tensor) -> float:
-        """Fit the flow code's principal components to measured flows (N, 2, f, f); returns the
-        share of the flows' variance they explain."""
-        x = flows.flatten(1).double()
-        if x.shape[0] < self.cfg.flow_code:
-            raise ValueError(f"fitting {self.cfg.flow_code} flow components needs as many flows, got {x.shape[0]}")
-        mean = x.mean(0)
-        _, singular, basis = torch.linalg.svd(x - mean, full_matrices=False)
-        basis = basis[:self.cfg.flow_code]
-        # a fixed sign per component (SVD's is arbitrary): the largest entry positive
-        sign = torch.sign(basis.gather(1, basis.abs().argmax(1, keepdim=True)))
-        self.flow_mean.copy_(mean)
-        self.flow_basis.copy_(basis * sign)
-        self.flow_scale.copy_((singular[:self.cfg.flow_code] / math.sqrt(x.shape[0])).clamp(min=1e-6))
-        self.flow_fitted.fill_(True)
-        return float(singular[:self.cfg.flow_code].square().sum() / singular.square().sum())
-
     @property
     def flow_code_fitted(self) -> bool:
-        return bool(self.cfg.flow_code) and bool(self.flow_fitted)
-
-    def quantize_flow(self, flow: torch.Tensor) -> torch.Tensor:
-        """Measured flow (..., 2, f, f) → levels (..., C) in [0, 2**bits): each component in units
-        of its standard deviation, uniform over ±FLOW_RANGE."""
-        levels = 2 ** self.cfg.flow_code_bits - 1
-        z = ((flow.flatten(-3).float() - self.flow_mean) @ self.flow_basis.T) / self.flow_scale
-        return ((z + FLOW_RANGE) / (2 * FLOW_RANGE) * levels).round().clamp(0, levels).long()
-
-    def dequantize_flow(self, levels: torch.Tensor) -> torch.Tensor:
-        """Levels (..., C) → components in standard deviations (..., C), the motion tensor's tail."""
-        return levels.float() / (2 ** self.cfg.flow_code_bits - 1) * (2 * FLOW_RANGE) - FLOW_RANGE
-
-    def code_flow(self, motion: torch.Tensor) -> torch.Tensor:
-        """The flow (..., 2, f, f) that a motion tensor's flow components describe."""
-        z = motion[..., self.cfg.motion_dim:].float()
-        f = self.cfg.flow_input
-        return (self.flow_mean + (z * self.flow_scale) @ self.flow_basis).unflatten(-1, (2, f, f))
+        """The flow code's components were fitted to data (not the initial DCT basis)."""
+        return self.flow_code is not None and self.flow_code.is_fitted
 
     def keypoints(self, image: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) → (N, K, 2) landmarks in [-1, 1] (runs at net_size)."""
@@ -307,7 +237,8 @@ class FaceVid(nn.Module):
         if not cfg.flow_code:
             start = tps_grid(src, dst, cfg.flow_size, cfg.flow_size, anchors=self.anchors)
         else:
-            start = flow_to_grid(resize(self.code_flow(motion).flatten(0, 1), cfg.flow_size))
+            code_flow = self.flow_code.flow(motion[..., cfg.motion_dim:]).flatten(0, 1)   # the driver's
+            start = flow_to_grid(resize(code_flow, cfg.flow_size))
             if driver_ref_points is not None or pin is not None:
                 drv = src if driver_ref_points is None else driver_ref_points.repeat_interleave(t, 0)
                 other = (drv - src).abs().amax((1, 2)) > 1e-6       # another face: retarget the driver's flow

@@ -250,7 +250,7 @@ def fit_flow_code(model: FaceVid, clips, cfg: TrainConfig, model_cfg: ModelConfi
     """Fit the flow code's components to the measured flow of training windows, drawn as training
     draws them (with flips and synthetic heads) by a sampler of its own seed: every DDP rank
     fits the same components."""
-    from facevid.model.facevid import measured_flow
+    from facevid.model.flow_code import measured_flow
 
     sampler = make_sampler(clips, cfg, model_cfg, seed=cfg.seed * 1000 + 999)
     measured, count = [], 0
@@ -258,7 +258,7 @@ def fit_flow_code(model: FaceVid, clips, cfg: TrainConfig, model_cfg: ModelConfi
         batch = sampler.sample()
         measured.append(measured_flow(batch["target"], batch["reference"], model_cfg.flow_input).flatten(0, 1))
         count += len(measured[-1])
-    return model.fit_flow_code(torch.cat(measured))
+    return model.flow_code.fit(torch.cat(measured))
 
 
 # ---------------------------------------------------------------------------- loop

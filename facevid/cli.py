@@ -236,6 +236,7 @@ def train_mouth(
     batch: int = typer.Option(32, "--batch", help="Mouth windows per step."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (and save) after this long."),
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="File of identities never to train on."),
+    device: str = DEVICE,
     force: bool = FORCE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -247,7 +248,8 @@ def train_mouth(
     if steps < 1 or batch < 1:
         _fail("--steps and --batch must be at least 1", 2)
     summary = run(weights, data, output, run_dir=run_dir, cfg=MouthTrainConfig(steps=steps, batch=batch),
-                  holdout=read_identities(holdout) or (), max_minutes=max_minutes, force=force, progress=not quiet,
+                  holdout=read_identities(holdout) or (), max_minutes=max_minutes, device=device, force=force,
+                  progress=not quiet,
                   log=lambda line: print(line, file=sys.stderr))
     chosen = "" if summary["exported_step"] == summary["steps"] else \
         f" (the refiner of step {summary['exported_step']}: the best on the held-out mouths)"
@@ -274,97 +276,15 @@ def evaluate(
 ):
     """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines;
     with --synthetic, factor errors after transfer between synthetic heads (no --data needed)."""
-    from facevid.errors import InputError
-    from facevid.eval.factors import SYNTHETIC_COLUMNS, synthetic_benchmark
-    from facevid.eval.reenactment import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
-    from facevid.eval.report import save_grid
-    from facevid.io.cache import load_cache, read_identities
-    from facevid.io.video import check_output_path
-    from facevid.weights import load_model
+    from facevid.eval.run import evaluate as run_eval
+    from facevid.eval.run import tables
 
-    if data is None and not synthetic:
-        raise InputError("pass --data with the evaluation clips (or --synthetic for the synthetic benchmark alone)")
-    if sheet is not None:
-        if sheet.suffix.lower() != ".png":
-            raise InputError(f"--sheet must name a .png file, got {sheet.name}")
-        wanted = [""] + (["_cross"] if cross and data is not None else []) + (["_synthetic"] if synthetic else [])
-        for suffix in wanted:
-            check_output_path(sheet.with_name(sheet.stem + suffix + sheet.suffix), force)
-    clips: list = []
-    if data is not None:
-        identities = read_identities(holdout)
-        clips = load_cache(data, include=set(identities) if identities else None)
-        clips = clips[:max_clips] if max_clips else clips
-        if not clips:
-            raise InputError(f"no evaluation clips in {data}"
-                             + (f" for the identities in {holdout}" if holdout else ""))
-    model = load_model(weights, device)
-    rows: list = []
-    cross_rows: list = []
-    synthetic_rows: list = []
-    table = self_reenactment(model, clips, max_frames=max_frames, steps=steps,
-                             sheet_rows=rows if sheet else None) if clips else None
-    cross_table = cross_reenactment(model, clips, max_frames=min(max_frames, 40), steps=steps,
-                                    sheet_rows=cross_rows if sheet else None) if cross and clips else None
-    synthetic_table = synthetic_benchmark(model, steps=steps,
-                                          sheet_rows=synthetic_rows if sheet else None) if synthetic else None
-    if sheet:
-        for suffix, sheet_rows, columns in (("", rows, SHEET_COLUMNS), ("_cross", cross_rows, CROSS_COLUMNS),
-                                            ("_synthetic", synthetic_rows, SYNTHETIC_COLUMNS)):
-            if sheet_rows:
-                save_grid(sheet_rows, sheet.with_name(sheet.stem + suffix + sheet.suffix), columns)
+    result = run_eval(weights, data=data, holdout=holdout, max_frames=max_frames, max_clips=max_clips, steps=steps,
+                      sheet=sheet, cross=cross, synthetic=synthetic, device=device, force=force)
     if as_json:
-        print(json.dumps({"self_reenactment": table, "cross_reenactment": cross_table,
-                          "synthetic": synthetic_table}, indent=1))
-        return
-    if table:
-        _print_self_reenactment(table, len(clips))
-    if cross_table:
-        print("\ncross-reenactment (each clip's first frame driven by the next clip's person)")
-        print("| method | identity dist | same person | motion error | jitter | TL-ID | TG-ID |\n|---|---|---|---|---|---|---|")
-        for name, row in cross_table.items():
-            print(f"| {name} | {row['identity']:.3f} | {row['same_person']:.0%} | {row['motion']:.3f} | "
-                  f"{row['jitter']:.3f} | {row['tl_id']:.3f} | {row['tg_id']:.3f} |")
-    if synthetic_table:
-        _print_synthetic(synthetic_table)
-
-
-def _number(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _print_self_reenactment(table: dict, clips: int) -> None:
-    from facevid.eval.reenactment import MOUTH_OPENS
-
-    bits = table["_bits_per_frame"]
-    print(f"self-reenactment on {clips} held-out clips, {table['_frames']} frames; model {table['_model_fps']:.1f} "
-          f"frames/s, encode→decode {table['_reconstruction_fps']:.1f} frames/s; motion {bits['nominal']:.0f} "
-          f"bits/frame nominal, {bits['stored']} stored, {bits['entropy']:.1f} code entropy over these frames; "
-          f"real frames without a face (dlib): {table['_real_no_face']:.0%}; mouth PSNR: the mouth's box on the "
-          f"{table['_mouth_frames']} frames whose lips part more than frame 0's by {MOUTH_OPENS} IOD")
-    print("| method | PSNR (dB) | SSIM | L1 | AKD | no face | mouth PSNR |\n|---|---|---|---|---|---|---|")
-    for name, row in table.items():
-        if not name.startswith("_"):
-            print(f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['l1']:.4f} | "
-                  f"{_number(row['akd'], '.4f')} | {_number(row['no_face'], '.0%')} | "
-                  f"{_number(row['mouth_psnr'], '.2f')} |")
-
-
-def _print_synthetic(result: dict) -> None:
-    from facevid.synthetic import MOTION_FACTORS
-
-    estimator = result["estimator"]
-    r2 = estimator["r2"]
-    print(f"\nsynthetic heads: {result['pairs']} pairs x {result['frames']} frames, errors in training-set stds; "
-          f"factor estimator fitted in {estimator['seconds']:.1f} s, held-out R²: "
-          + ", ".join(f"{k} {r2[k]:.2f}" for k in MOTION_FACTORS)
-          + f"; group errors over the factors with R² ≥ {estimator['measurable_r2']} ("
-          f"{len(result['identity_factors'])} identity, motion: {', '.join(result['motion_factors'])})")
-    print("| method | identity err | motion err | PSNR vs truth | " + " | ".join(MOTION_FACTORS) + " |")
-    print("|---" * (4 + len(MOTION_FACTORS)) + "|")
-    for name, row in result["methods"].items():
-        print(f"| {name} | {_number(row['identity'], '.3f')} | {_number(row['motion'], '.3f')} | {row['psnr']:.2f} | "
-              + " | ".join(f"{row[k]:.3f}" for k in MOTION_FACTORS) + " |")
+        print(json.dumps(result, indent=1))
+    else:
+        print(tables(result))
 
 
 @app.command(epilog="Example: facevid transfer face.png drive.mp4 -o out.mp4 --steps 6 --seed 1")

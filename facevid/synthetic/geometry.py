@@ -51,86 +51,7 @@ class _Head:
             raise ValueError(f"hair_style must be in 0..{len(HAIR_STYLES) - 1}, got {idn.hair_style}")
         self.style = HAIR_STYLES[int(idn.hair_style)]
 
-        parts: dict[str, np.ndarray] = {}
-        # Head surface samples (their convex hull is the silhouette).
-        ys = -b * np.cos(np.linspace(0.0, np.pi, 19))
-        phis = np.linspace(-np.pi, np.pi, 32, endpoint=False)
-        Y, P = np.meshgrid(ys, phis, indexing="ij")
-        X, Z = self._ring(Y, P)
-        pts = np.stack([X, Y, Z], -1).reshape(-1, 3)
-        phi = P.reshape(-1)
-        vol = idn.hair_volume
-        if self.style == "bald":
-            parts["skin"] = pts
-        else:
-            skin = pts[:, 1] >= self._hairline(phi)
-            hl_phi = np.linspace(-np.pi, np.pi, 48, endpoint=False)
-            hl_y = self._hairline(hl_phi)
-            hx, hz = self._ring(hl_y, hl_phi)
-            hl_pts = np.stack([hx, hl_y, hz], 1)  # the hairline belongs to both
-            parts["skin"] = np.concatenate([pts[skin], hl_pts])
-            parts["hair"] = self._inflate(np.concatenate([pts[~skin], hl_pts]), vol)
-        if self.style == "long":
-            yb = 1.1 - self.pivot_y  # below the crop
-            ph = np.linspace(0.5 * np.pi - 0.35, 1.5 * np.pi + 0.35, 13)
-            curtain = [
-                np.stack([wk * (a + vol) * np.sin(ph), np.full_like(ph, y), wk * (self.c + vol) * np.cos(ph)], 1)
-                for (y, wk) in ((0.0, 1.0), (self.ey + 0.2, 1.06), (yb, 1.14))
-            ]
-            parts["long"] = np.concatenate([parts["hair"]] + curtain)
-        if self.style == "fringe":
-            sf = np.linspace(-1.0, 1.0, 43)
-            y_tip = self.ey - 0.098 + 0.035 * sf**2
-            y_bot = y_tip - 0.024 * np.abs(np.sin(2.5 * np.pi * sf))
-            y_top = np.full_like(sf, self.ey - 0.26)
-            xb = 0.93 * self._half_width(y_bot) * sf
-            xt = 0.93 * self._half_width(y_top) * sf
-            bottom = self.lift(xb, y_bot, 0.6 * vol)
-            top = self.lift(xt, y_top, 0.6 * vol)
-            parts["fringe"] = np.concatenate([bottom, top[::-1]])
-
-        # Ears: flat ellipses flaring backwards from the side of the head.
-        es = idn.ear_size
-        ey0 = self.ey + 0.045
-        for side, tag in ((-1.0, "l"), (1.0, "r")):
-            root_x = side * float(self._half_width(ey0))
-            u = np.array([side * 0.62, 0.0, -0.78])
-            ey_ = np.array([0.0, 1.0, 0.0])
-            centre = np.array([root_x, ey0, -0.03]) + 0.275 * es * u
-            parts["ear_" + tag] = centre + 0.275 * es * _CIRCLE[:, :1] * u + 0.5 * es * _CIRCLE[:, 1:] * ey_
-            inner = centre + 0.1 * es * u
-            parts["earin_" + tag] = inner + 0.22 * es * _CIRCLE[:, :1] * u + 0.3 * es * _CIRCLE[:, 1:] * ey_
-
-        # Jaw landmarks 0-16: the frontal silhouette of the lower face at equal arc length.
-        yy = np.linspace(self.ey + 0.01, b, 200)
-        xx = self._half_width(yy)
-        cx = np.concatenate([-xx, xx[::-1][1:]])
-        cy = np.concatenate([yy, yy[::-1][1:]])
-        arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(cx), np.diff(cy)))])
-        q = np.linspace(0.0, arc[-1], 17)
-        jy = np.interp(q, arc, cy)
-        parts["jaw"] = np.stack([np.interp(q, arc, cx), jy, self._shear(jy)], 1)
-
-        # Nose: bridge 27-30 (tip protrudes), base 31-35, wings and tip for the silhouette.
-        pr, nw, yb_ = idn.nose_protrusion, idn.nose_width, self.y_nose
-        ytip = yb_ - 0.018
-        tb = np.array([0.0, 1 / 3, 2 / 3, 1.0])
-        parts["bridge"] = self.lift(np.zeros(4), self.ey + tb * (ytip - self.ey), pr * tb**1.6)
-        parts["base"] = self.lift(
-            np.array([-1.0, -0.5, 0.0, 0.5, 1.0]) * nw,
-            yb_ - np.array([0.012, 0.003, 0.0, 0.003, 0.012]),
-            pr * np.array([0.15, 0.4, 0.55, 0.4, 0.15]),
-        )
-        parts["wings"] = self.lift(
-            np.array([-1.08, -0.9, 0.9, 1.08]) * nw,
-            yb_ - np.array([0.035, 0.055, 0.055, 0.035]),
-            pr * np.array([0.1, 0.35, 0.35, 0.1]),
-        )
-        parts["tip"] = self.lift(0.55 * nw * _CIRCLE[:, 0], ytip - 0.005 + 0.45 * nw * _CIRCLE[:, 1], pr * 0.95)
-        for sx, tag in ((-1.0, "l"), (1.0, "r")):
-            parts["nostril_" + tag] = self.lift(
-                sx * 0.5 * nw + 0.28 * nw * _CIRCLE[:, 0], yb_ - 0.008 + 0.13 * nw * _CIRCLE[:, 1], pr * 0.3
-            )
+        parts = {**self._surface(), **self._ears(), **self._jaw(), **self._nose()}
 
         self.parts: dict[str, slice] = {}
         arrays, weights, k = [], [], 0
@@ -167,6 +88,98 @@ class _Head:
             layout[name] = slice(k, k + cnt)
             k += cnt
         self.layout = (layout, _landmark_index(layout))
+
+    # parts ------------------------------------------------------------------
+    def _surface(self) -> dict[str, np.ndarray]:
+        """Head surface samples (their convex hull is the silhouette) and the hair's."""
+        idn, a, b = self.idn, self.a, self.b
+        parts: dict[str, np.ndarray] = {}
+        ys = -b * np.cos(np.linspace(0.0, np.pi, 19))
+        phis = np.linspace(-np.pi, np.pi, 32, endpoint=False)
+        Y, P = np.meshgrid(ys, phis, indexing="ij")
+        X, Z = self._ring(Y, P)
+        pts = np.stack([X, Y, Z], -1).reshape(-1, 3)
+        phi = P.reshape(-1)
+        vol = idn.hair_volume
+        if self.style == "bald":
+            parts["skin"] = pts
+        else:
+            skin = pts[:, 1] >= self._hairline(phi)
+            hl_phi = np.linspace(-np.pi, np.pi, 48, endpoint=False)
+            hl_y = self._hairline(hl_phi)
+            hx, hz = self._ring(hl_y, hl_phi)
+            hl_pts = np.stack([hx, hl_y, hz], 1)  # the hairline belongs to both
+            parts["skin"] = np.concatenate([pts[skin], hl_pts])
+            parts["hair"] = self._inflate(np.concatenate([pts[~skin], hl_pts]), vol)
+        if self.style == "long":
+            yb = 1.1 - self.pivot_y  # below the crop
+            ph = np.linspace(0.5 * np.pi - 0.35, 1.5 * np.pi + 0.35, 13)
+            curtain = [
+                np.stack([wk * (a + vol) * np.sin(ph), np.full_like(ph, y), wk * (self.c + vol) * np.cos(ph)], 1)
+                for (y, wk) in ((0.0, 1.0), (self.ey + 0.2, 1.06), (yb, 1.14))
+            ]
+            parts["long"] = np.concatenate([parts["hair"]] + curtain)
+        if self.style == "fringe":
+            sf = np.linspace(-1.0, 1.0, 43)
+            y_tip = self.ey - 0.098 + 0.035 * sf**2
+            y_bot = y_tip - 0.024 * np.abs(np.sin(2.5 * np.pi * sf))
+            y_top = np.full_like(sf, self.ey - 0.26)
+            xb = 0.93 * self._half_width(y_bot) * sf
+            xt = 0.93 * self._half_width(y_top) * sf
+            bottom = self.lift(xb, y_bot, 0.6 * vol)
+            top = self.lift(xt, y_top, 0.6 * vol)
+            parts["fringe"] = np.concatenate([bottom, top[::-1]])
+        return parts
+
+    def _ears(self) -> dict[str, np.ndarray]:
+        """Ears: flat ellipses flaring backwards from the side of the head."""
+        parts: dict[str, np.ndarray] = {}
+        es = self.idn.ear_size
+        ey0 = self.ey + 0.045
+        for side, tag in ((-1.0, "l"), (1.0, "r")):
+            root_x = side * float(self._half_width(ey0))
+            u = np.array([side * 0.62, 0.0, -0.78])
+            ey_ = np.array([0.0, 1.0, 0.0])
+            centre = np.array([root_x, ey0, -0.03]) + 0.275 * es * u
+            parts["ear_" + tag] = centre + 0.275 * es * _CIRCLE[:, :1] * u + 0.5 * es * _CIRCLE[:, 1:] * ey_
+            inner = centre + 0.1 * es * u
+            parts["earin_" + tag] = inner + 0.22 * es * _CIRCLE[:, :1] * u + 0.3 * es * _CIRCLE[:, 1:] * ey_
+        return parts
+
+    def _jaw(self) -> dict[str, np.ndarray]:
+        """Jaw landmarks 0-16: the frontal silhouette of the lower face at equal arc length."""
+        yy = np.linspace(self.ey + 0.01, self.b, 200)
+        xx = self._half_width(yy)
+        cx = np.concatenate([-xx, xx[::-1][1:]])
+        cy = np.concatenate([yy, yy[::-1][1:]])
+        arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(cx), np.diff(cy)))])
+        q = np.linspace(0.0, arc[-1], 17)
+        jy = np.interp(q, arc, cy)
+        return {"jaw": np.stack([np.interp(q, arc, cx), jy, self._shear(jy)], 1)}
+
+    def _nose(self) -> dict[str, np.ndarray]:
+        """Nose: bridge 27-30 (tip protrudes), base 31-35, wings and tip for the silhouette."""
+        parts: dict[str, np.ndarray] = {}
+        pr, nw, yb_ = self.idn.nose_protrusion, self.idn.nose_width, self.y_nose
+        ytip = yb_ - 0.018
+        tb = np.array([0.0, 1 / 3, 2 / 3, 1.0])
+        parts["bridge"] = self.lift(np.zeros(4), self.ey + tb * (ytip - self.ey), pr * tb**1.6)
+        parts["base"] = self.lift(
+            np.array([-1.0, -0.5, 0.0, 0.5, 1.0]) * nw,
+            yb_ - np.array([0.012, 0.003, 0.0, 0.003, 0.012]),
+            pr * np.array([0.15, 0.4, 0.55, 0.4, 0.15]),
+        )
+        parts["wings"] = self.lift(
+            np.array([-1.08, -0.9, 0.9, 1.08]) * nw,
+            yb_ - np.array([0.035, 0.055, 0.055, 0.035]),
+            pr * np.array([0.1, 0.35, 0.35, 0.1]),
+        )
+        parts["tip"] = self.lift(0.55 * nw * _CIRCLE[:, 0], ytip - 0.005 + 0.45 * nw * _CIRCLE[:, 1], pr * 0.95)
+        for sx, tag in ((-1.0, "l"), (1.0, "r")):
+            parts["nostril_" + tag] = self.lift(
+                sx * 0.5 * nw + 0.28 * nw * _CIRCLE[:, 0], yb_ - 0.008 + 0.13 * nw * _CIRCLE[:, 1], pr * 0.3
+            )
+        return parts
 
     # surface helpers --------------------------------------------------------
     def _profile(self, y):

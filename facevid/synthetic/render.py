@@ -91,34 +91,40 @@ _MOUTH_IN = (70, 18, 22)
 _TEETH = (245, 243, 236)
 
 
-def render(identity: Identity, motion: Motion, size: int = 64) -> np.ndarray:
-    """Render one frame: (size, size, 3) uint8 RGB. Deterministic."""
-    size = int(size)
-    if size < 8:
-        raise ValueError(f"size must be at least 8, got {size}")
-    n = size * max(2, -(-_SS_PIXELS // size))  # 64 -> 3x, 128 -> 2x
-    idn = identity
-    fr = _frame(identity, motion)
-    h, P = fr.head, fr.parts
-    one = 1 << _SHIFT
-    pts = np.rint(fr.q * (n * one) - 0.5 * one).astype(np.int32)
-    try:
-        img = _backdrop(identity, n).copy()
-    except TypeError:  # unhashable field values
-        img = _backdrop.__wrapped__(identity, n).copy()
-    mask = np.zeros((n, n), np.uint8)
-    AA = cv2.LINE_8  # anti-aliasing comes from the supersampling
+class _Canvas:
+    """The supersampled frame being drawn (n x n): the parts' points in fixed-point pixels, the
+    image, and the mask of what is shaded (skin, ears, hair)."""
 
-    def poly(name):
-        return pts[P[name]]
+    def __init__(self, identity: Identity, fr, n: int):
+        one = 1 << _SHIFT
+        self.n, self.one, self.parts = n, one, fr.parts
+        self.pts = np.rint(fr.q * (n * one) - 0.5 * one).astype(np.int32)
+        try:
+            self.img = _backdrop(identity, n).copy()
+        except TypeError:  # unhashable field values
+            self.img = _backdrop.__wrapped__(identity, n).copy()
+        self.mask = np.zeros((n, n), np.uint8)
 
-    def fill(p, colour, to_mask=False, hull=False):
+    def poly(self, name: str) -> np.ndarray:
+        return self.pts[self.parts[name]]
+
+    def fill(self, p, colour, to_mask=False, hull=False) -> None:
         if hull:
             p = cv2.convexHull(p)
-        cv2.fillPoly(img, [p], colour, AA, _SHIFT)
+        cv2.fillPoly(self.img, [p], colour, _AA, _SHIFT)
         if to_mask:
-            cv2.fillPoly(mask, [p], 255, cv2.LINE_8, _SHIFT)
+            cv2.fillPoly(self.mask, [p], 255, cv2.LINE_8, _SHIFT)
 
+    def line(self, p, colour, width: int) -> None:
+        cv2.polylines(self.img, [p], False, colour, width, _AA, _SHIFT)
+
+
+_AA = cv2.LINE_8  # anti-aliasing comes from the supersampling
+
+
+def _draw_head(canvas: _Canvas, idn: Identity, motion: Motion, h) -> None:
+    """Back to front: long hair, neck, hair, the far ear, the face, the near ear, the fringe."""
+    fill, poly, P, n, one = canvas.fill, canvas.poly, canvas.parts, canvas.n, canvas.one
     skin = idn.skin
     hair = _col(idn.hair)
     if "long" in P:
@@ -144,7 +150,11 @@ def render(identity: Identity, motion: Motion, size: int = 64) -> np.ndarray:
     if "fringe" in P:
         fill(poly("fringe"), hair, True)
 
-    lid = _col(skin, 0.25)
+
+def _draw_eyes(canvas: _Canvas, idn: Identity, h) -> None:
+    """Eyes (sclera, iris, pupil, highlight, upper lid line) and brows."""
+    fill, poly, n = canvas.fill, canvas.poly, canvas.n
+    lid = _col(idn.skin, 0.25)
     lid_w = max(1, round(0.015 * n))
     for tag in ("l", "r"):
         fill(poly("eye_" + tag), _SCLERA)
@@ -152,26 +162,40 @@ def render(identity: Identity, motion: Motion, size: int = 64) -> np.ndarray:
         fill(iris[:16], _col(idn.eyes))
         fill(iris[16:32], _PUPIL)
         fill(iris[32:], (255, 255, 255))
-        cv2.polylines(img, [poly("eye_" + tag)[:13]], False, lid, lid_w, AA, _SHIFT)
-    brow_col = _col(idn.hair if h.style != "bald" else tuple(0.5 * np.asarray(skin)), 0.8)
+        canvas.line(poly("eye_" + tag)[:13], lid, lid_w)
+    brow_col = _col(idn.hair if h.style != "bald" else tuple(0.5 * np.asarray(idn.skin)), 0.8)
     fill(poly("brow_l"), brow_col)
     fill(poly("brow_r"), brow_col)
 
+
+def _draw_mouth_and_nose(canvas: _Canvas, idn: Identity, fr) -> None:
+    fill, poly = canvas.fill, canvas.poly
     fill(poly("lips"), _col(idn.lips))
     # the seam between the lips; once the mouth opens, the interior covers it gradually
-    cv2.polylines(img, [poly("seam")], False, _col(idn.lips, 0.45), max(1, round(0.008 * n)), AA, _SHIFT)
+    canvas.line(poly("seam"), _col(idn.lips, 0.45), max(1, round(0.008 * canvas.n)))
     if fr.gap > 0.002:
         fill(poly("inner"), _MOUTH_IN)
     if fr.gap > 0.004:
         fill(poly("teeth"), _TEETH)
+    fill(canvas.pts[fr.head.nose_idx], _col(idn.skin, 0.9), False, True)
+    fill(poly("nostril_l"), _col(idn.skin, 0.45))
+    fill(poly("nostril_r"), _col(idn.skin, 0.45))
 
-    fill(pts[h.nose_idx], _col(skin, 0.9), False, True)
-    fill(poly("nostril_l"), _col(skin, 0.45))
-    fill(poly("nostril_r"), _col(skin, 0.45))
 
-    small = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    msk = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
-    shade = _shade(h, fr.R, (size + 1) // 2)
+def render(identity: Identity, motion: Motion, size: int = 64) -> np.ndarray:
+    """Render one frame: (size, size, 3) uint8 RGB. Deterministic."""
+    size = int(size)
+    if size < 8:
+        raise ValueError(f"size must be at least 8, got {size}")
+    n = size * max(2, -(-_SS_PIXELS // size))  # 64 -> 3x, 128 -> 2x
+    fr = _frame(identity, motion)
+    canvas = _Canvas(identity, fr, n)
+    _draw_head(canvas, identity, motion, fr.head)
+    _draw_eyes(canvas, identity, fr.head)
+    _draw_mouth_and_nose(canvas, identity, fr)
+    small = cv2.resize(canvas.img, (size, size), interpolation=cv2.INTER_AREA)
+    msk = cv2.resize(canvas.mask, (size, size), interpolation=cv2.INTER_AREA)
+    shade = _shade(fr.head, fr.R, (size + 1) // 2)
     shade = cv2.resize(shade, (size, size), interpolation=cv2.INTER_LINEAR)
     factor = 1.0 + msk.astype(np.float32) * np.float32(1.0 / 255.0) * (shade - np.float32(1.0))
     out = small.astype(np.float32) * factor[..., None]

@@ -92,6 +92,45 @@ def _events(rng: np.random.Generator, duration: float, gap_lo: float, gap_hi: fl
     return out
 
 
+def _window(t: np.ndarray, fps: float, t0: float, length: float) -> tuple[slice, np.ndarray]:
+    """Frames (times t) covering [t0, t0 + length] and their phase in [0, 1]."""
+    n = len(t)
+    sl = slice(max(0, int(math.floor(t0 * fps))), min(n, int(math.ceil((t0 + length) * fps)) + 1))
+    return sl, np.clip((t[sl] - t0) / length, 0.0, 1.0)
+
+
+def _speech(rng: np.random.Generator, t: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Syllable-by-syllable mouth opening inside utterances, and the stressed syllables' brow lift."""
+    n, dur = len(t), len(t) / float(fps)
+    mouth = np.zeros(n)
+    stress = np.zeros(n)
+    tt = rng.uniform(0.0, 0.8)
+    while tt < dur:
+        utt_end = tt + rng.uniform(1.0, 4.0)
+        while tt < utt_end and tt < dur:
+            syl = rng.uniform(0.16, 0.29)
+            depth = rng.uniform(0.25, 1.0) ** 0.8
+            sl, ph = _window(t, fps, tt, syl)
+            mouth[sl] = np.maximum(mouth[sl], depth * np.sin(np.pi * ph) ** 2)
+            if rng.uniform() < 0.2:  # stressed syllable: brows go up a little
+                sl, ph = _window(t, fps, tt, 2.5 * syl)
+                stress[sl] = np.maximum(stress[sl], depth * np.sin(np.pi * ph) ** 2)
+            tt += syl * rng.uniform(0.9, 1.1)
+        tt = utt_end + rng.uniform(0.3, 1.2)
+    return np.clip(mouth, 0.0, 1.0), stress
+
+
+def _blinks(rng: np.random.Generator, t: np.ndarray, fps: float) -> np.ndarray:
+    """Blinks: fast close (first 40%), slower open."""
+    blink = np.zeros(len(t))
+    for b0 in _events(rng, len(t) / float(fps), 1.5, 6.0, 3.0):
+        sl, ph = _window(t, fps, b0, rng.uniform(0.2, 0.35))
+        shape = np.where(ph < 0.4, np.sin(0.5 * np.pi * ph / 0.4) ** 2, np.cos(0.5 * np.pi * (ph - 0.4) / 0.6) ** 2)
+        shape[(ph <= 0.0) | (ph >= 1.0)] = 0.0
+        blink[sl] = np.maximum(blink[sl], shape)
+    return blink
+
+
 def random_motion_sequence(rng: np.random.Generator, n_frames: int, fps: float = 25.0) -> list[Motion]:
     """A smooth, talking-like motion track of ``n_frames`` frames sampled at ``fps``.
 
@@ -105,38 +144,8 @@ def random_motion_sequence(rng: np.random.Generator, n_frames: int, fps: float =
     if n <= 0:
         return []
     t = np.arange(n) / float(fps)
-    dur = n / float(fps)
-
-    def window(t0: float, length: float) -> tuple[slice, np.ndarray]:
-        """Frames covering [t0, t0 + length] and their phase in [0, 1]."""
-        sl = slice(max(0, int(math.floor(t0 * fps))), min(n, int(math.ceil((t0 + length) * fps)) + 1))
-        return sl, np.clip((t[sl] - t0) / length, 0.0, 1.0)
-
-    # Speech: syllable-by-syllable mouth opening inside utterances.
-    mouth = np.zeros(n)
-    stress = np.zeros(n)
-    tt = rng.uniform(0.0, 0.8)
-    while tt < dur:
-        utt_end = tt + rng.uniform(1.0, 4.0)
-        while tt < utt_end and tt < dur:
-            syl = rng.uniform(0.16, 0.29)
-            depth = rng.uniform(0.25, 1.0) ** 0.8
-            sl, ph = window(tt, syl)
-            mouth[sl] = np.maximum(mouth[sl], depth * np.sin(np.pi * ph) ** 2)
-            if rng.uniform() < 0.2:  # stressed syllable: brows go up a little
-                sl, ph = window(tt, 2.5 * syl)
-                stress[sl] = np.maximum(stress[sl], depth * np.sin(np.pi * ph) ** 2)
-            tt += syl * rng.uniform(0.9, 1.1)
-        tt = utt_end + rng.uniform(0.3, 1.2)
-    mouth = np.clip(mouth, 0.0, 1.0)
-
-    # Blinks: fast close (first 40%), slower open.
-    blink = np.zeros(n)
-    for b0 in _events(rng, dur, 1.5, 6.0, 3.0):
-        sl, ph = window(b0, rng.uniform(0.2, 0.35))
-        shape = np.where(ph < 0.4, np.sin(0.5 * np.pi * ph / 0.4) ** 2, np.cos(0.5 * np.pi * (ph - 0.4) / 0.6) ** 2)
-        shape[(ph <= 0.0) | (ph >= 1.0)] = 0.0
-        blink[sl] = np.maximum(blink[sl], shape)
+    mouth, stress = _speech(rng, t, fps)   # draws from rng in this order: speech, blinks, the rest
+    blink = _blinks(rng, t, fps)
 
     kw = max(1, int(round(fps)))  # one-second moving average: "is talking"
     talking = np.convolve(mouth, np.ones(kw) / kw, mode="full")[kw // 2 : kw // 2 + n]

@@ -188,14 +188,13 @@ def attach(model, refiner):
 
 def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path, cfg: MouthTrainConfig, *,
                   run_dir: str | Path, max_minutes: float | None = None, val_dir: str | Path | None = None,
-                  log=print) -> dict:
+                  device: str = "cpu", log=print) -> dict:
     """Train a mouth refiner on a data folder (`build`) for the model in `weights`, resuming
     `run_dir`'s checkpoint if there is one, and write the model with it to `output`."""
     import time
 
     from facevid.io.atomic import make_folder
     from facevid.model.mouth import MouthRefiner
-    from facevid.train.loop import load_checkpoint, set_learning_rate
     from facevid.weights import export_weights, load_weights, weights_metadata
 
     model = load_weights(weights)
@@ -203,50 +202,24 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
     if data["outputs"].shape[1] != model.cfg.out_size:
         raise InputError(f"{data_dir} holds {data['outputs'].shape[1]}-px crops, the model makes {model.cfg.out_size}")
     torch.manual_seed(cfg.seed)
-    refiner = MouthRefiner(cfg.size or model.cfg.out_size // 2, cfg.channels)
+    refiner = MouthRefiner(cfg.size or model.cfg.out_size // 2, cfg.channels).to(device)
     optimizer = torch.optim.AdamW([{"params": list(refiner.parameters()), "lr": cfg.lr, "base_lr": cfg.lr}],
                                   weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     run_dir = Path(run_dir)
     make_folder(run_dir, "run folder")
-    step, history, state = 0, [], {}
-    if (run_dir / CHECKPOINT).exists():
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        try:
-            refiner.load_state_dict(state["refiner"])
-        except (RuntimeError, KeyError, TypeError) as error:
-            raise InputError(f"{run_dir} holds a mouth refiner of other sizes; use another --run-dir") from error
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-            rng.bit_generator.state = state["rng"]
-            step, history = int(state["step"]), list(state["history"])
-        except (RuntimeError, KeyError, TypeError, ValueError) as error:
-            raise InputError(f"{run_dir / CHECKPOINT} is not a mouth refiner checkpoint") from error
+    step, history, state = _resume(run_dir, refiner, optimizer, rng)
     batches = Batches(data, cfg, rng)
-    held_out = _held_out_batch(val, cfg) if val is not None else None
+    held_out = _on(_held_out_batch(val, cfg), device) if val is not None else None
     best = state.get("best") if step else None   # {"step", "psnr", "refiner"}: the best held-out score so far
     started, last_save = time.monotonic(), time.monotonic()
     while step < cfg.steps and not (max_minutes and time.monotonic() - started > max_minutes * 60):
-        set_learning_rate(optimizer, step, cfg.warmup_steps)
-        decay = 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(step / cfg.steps, 1)))
-        for group in optimizer.param_groups:
-            group["lr"] *= decay
-        loss, metrics = window_loss(refiner, batches.sample(), cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
-        optimizer.step()
+        loss, metrics = _train_step(refiner, optimizer, _on(batches.sample(), device), cfg, step)
         step += 1
         if step % 50 == 0 or step == cfg.steps:
-            record = {"step": step, "loss": loss.item(), **metrics,
-                      "minutes": round((time.monotonic() - started) / 60, 2)}
+            record = {"step": step, "loss": loss, **metrics, "minutes": round((time.monotonic() - started) / 60, 2)}
             if held_out is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-                with torch.no_grad():
-                    _, held = window_loss(refiner, held_out, cfg)
-                record.update(val_psnr=held["psnr"], val_psnr_before=held["psnr_before"])
-                if best is None or held["psnr"] > best["psnr"]:
-                    best = {"step": step, "psnr": held["psnr"],
-                            "refiner": {k: v.clone() for k, v in refiner.state_dict().items()}}
+                best = _validate(refiner, held_out, cfg, step, record, best)
             history.append(record)
             log(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
         if time.monotonic() - last_save > 300 or step == cfg.steps:
@@ -257,9 +230,59 @@ def train_refiner(weights: str | Path, data_dir: str | Path, output: str | Path,
     if best is not None:   # the refiner with the best held-out score (it overfits: 81 people's mouths)
         refiner.load_state_dict(best["refiner"])
         chosen = best["step"]
-    export_weights(attach(model, refiner), Path(output), {**weights_metadata(weights), "mouth_steps": chosen},
+    export_weights(attach(model, refiner.cpu()), Path(output), {**weights_metadata(weights), "mouth_steps": chosen},
                    half=True)
     return {"steps": step, "exported_step": chosen, "output": str(output), "last": history[-1] if history else {}}
+
+
+def _on(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _resume(run_dir: Path, refiner, optimizer, rng: np.random.Generator) -> tuple[int, list, dict]:
+    """(step, history, checkpoint) of run_dir's checkpoint, loaded into refiner, optimizer and
+    rng; (0, [], {}) without one."""
+    from facevid.train.loop import load_checkpoint
+
+    if not (run_dir / CHECKPOINT).exists():
+        return 0, [], {}
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    try:
+        refiner.load_state_dict(state["refiner"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise InputError(f"{run_dir} holds a mouth refiner of other sizes; use another --run-dir") from error
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        return int(state["step"]), list(state["history"]), state
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{run_dir / CHECKPOINT} is not a mouth refiner checkpoint") from error
+
+
+def _train_step(refiner, optimizer, batch: dict, cfg: MouthTrainConfig, step: int) -> tuple[float, dict]:
+    """One optimizer step at step's learning rate (warm-up, then cosine decay to 5%)."""
+    from facevid.train.loop import set_learning_rate
+
+    set_learning_rate(optimizer, step, cfg.warmup_steps)
+    decay = 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(step / cfg.steps, 1)))
+    for group in optimizer.param_groups:
+        group["lr"] *= decay
+    loss, metrics = window_loss(refiner, batch, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(refiner.parameters(), 1.0)
+    optimizer.step()
+    return loss.item(), metrics
+
+
+def _validate(refiner, held_out: dict, cfg: MouthTrainConfig, step: int, record: dict, best: dict | None) -> dict:
+    """Score the held-out batch into `record`; the best refiner so far (this one if it scores higher)."""
+    with torch.no_grad():
+        _, held = window_loss(refiner, held_out, cfg)
+    record.update(val_psnr=held["psnr"], val_psnr_before=held["psnr_before"])
+    if best is None or held["psnr"] > best["psnr"]:
+        best = {"step": step, "psnr": held["psnr"], "refiner": {k: v.clone() for k, v in refiner.state_dict().items()}}
+    return best
 
 
 def _held_out_batch(val: dict, cfg: MouthTrainConfig) -> dict:
@@ -279,7 +302,8 @@ def _save(run_dir: Path, refiner, optimizer, rng, step: int, history: list, best
 
 def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir: str | Path,
                 cfg: MouthTrainConfig = MouthTrainConfig(), holdout: tuple[str, ...] = (),
-                max_minutes: float | None = None, force: bool = False, progress: bool = True, log=print) -> dict:
+                max_minutes: float | None = None, device: str = "cpu", force: bool = False, progress: bool = True,
+                log=print) -> dict:
     """`facevid train-mouth`: the model's outputs on `data` (prepared caches and/or folders of
     videos, outside the `holdout` identities; made once, in run_dir/data), then a mouth refiner
     trained on them (resumable), written with the model to `output`. Clips of the held-out
@@ -296,11 +320,11 @@ def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir
     weights = resolve(weights)
     from facevid.io.atomic import make_folder
     from facevid.train.loop import load_checkpoint
-    from facevid.weights import load_weights
+    from facevid.weights import check_device, load_weights
 
     if (run_dir / CHECKPOINT).exists():   # a resume checkpoint is checked before any work
         load_checkpoint(run_dir / CHECKPOINT)
-    model = load_weights(weights)
+    model = load_weights(weights, check_device(device))
     model.mouth = None   # the refiner learns to finish what the model makes without one
     make_folder(run_dir, "run folder")
     if not (run_dir / "data" / "info.json").exists():
@@ -316,4 +340,5 @@ def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir
         if held:
             build(model, held[:8], val_dir, progress=progress)
     return train_refiner(weights, run_dir / "data", output, cfg, run_dir=run_dir, max_minutes=max_minutes,
-                         val_dir=val_dir if (val_dir / "info.json").exists() else None, log=log)
+                         val_dir=val_dir if (val_dir / "info.json").exists() else None, device=str(model.device),
+                         log=log)

@@ -20,7 +20,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from facevid import demo  # noqa: E402
 from facevid.face.crop import CropSpec, cut_crop, paste_back  # noqa: E402
 from facevid.face.track import DlibBackend, FaceTracker  # noqa: E402
-from facevid.io.video import VideoWriter, iter_frames  # noqa: E402
+from facevid.io.video import iter_frames  # noqa: E402
+from facevid.io.writer import VideoWriter
 
 STAGES = ("decode", "track", "crop", "paste-back", "encode")
 

@@ -23,7 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from facevid import demo  # noqa: E402
-from facevid.io.video import Frame, VideoWriter, iter_frames, probe  # noqa: E402
+from facevid.io.video import Frame, iter_frames, probe  # noqa: E402
+from facevid.io.writer import VideoWriter
 from facevid.tasks.transfer import Transfer  # noqa: E402
 from facevid.weights import load_model  # noqa: E402
 

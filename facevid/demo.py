@@ -88,7 +88,7 @@ def make_clip(path: Path, *, frames: int = 50, fps: Fraction = Fraction(25), siz
               motion: Motion = Motion(), audio: bool = True, force: bool = False,
               crf: int = 18, base_scale: float | None = None) -> np.ndarray:
     """Write an astronaut clip; returns the true landmarks per frame, (frames, 5, 2)."""
-    from facevid.io.video import VideoWriter
+    from facevid.io.writer import VideoWriter
 
     path = Path(path)
     photo = astronaut()
@@ -130,7 +130,7 @@ def make_talking_clip(path: Path, *, frames: int = 75, fps: Fraction = Fraction(
     talking-head landmark motion, moved by `motion`, with a tone track. Returns the true
     68 landmarks per frame (frame pixels)."""
     from facevid.face.landmark_warp import piecewise_affine_warp
-    from facevid.io.video import VideoWriter
+    from facevid.io.writer import VideoWriter
 
     path = Path(path)
     photo = astronaut()

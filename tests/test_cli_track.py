@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from facevid.cli import main
-from facevid.io.video import VideoWriter, probe
+from facevid.io.video import probe
+from facevid.io.writer import VideoWriter
 
 
 def run_cli(capsys, *args):

@@ -385,7 +385,7 @@ def test_images_and_clips_of_every_shape(capsys, tmp_path, photo, moving_clip, k
         path = tmp_path / "empty.mp4"
         path.write_bytes(b"")
     elif kind == "one_frame":
-        from facevid.io.video import VideoWriter
+        from facevid.io.writer import VideoWriter
 
         path = tmp_path / "one.mp4"
         with VideoWriter(path, 25) as writer:

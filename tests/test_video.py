@@ -1,4 +1,4 @@
-"""Tests for facevid.io.video: every clip is synthesised here with PyAV (no outside media)."""
+"""Tests for facevid.io.video and facevid.io.writer: every clip is synthesised here with PyAV (no outside media)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,8 @@ import pytest
 from PIL import Image
 
 from facevid.errors import ConfigError, FacevidError, FacevidWarning, InputError, OutputExistsError
-from facevid.io.video import (
-    AUDIO_TAIL,
-    Frame,
-    VideoWriter,
-    check_crf,
-    check_output_path,
-    is_image_path,
-    iter_frames,
-    probe,
-)
+from facevid.io.video import Frame, is_image_path, iter_frames, probe
+from facevid.io.writer import AUDIO_TAIL, VideoWriter, check_crf, check_output_path
 
 RED = (255, 0, 0)
 

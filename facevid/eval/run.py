@@ -18,7 +18,7 @@ def evaluate(weights, *, data: str | Path | None = None, holdout: str | Path | N
     from facevid.eval.reenactment import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
     from facevid.eval.report import save_grid
     from facevid.io.cache import load_cache, read_identities
-    from facevid.io.video import check_output_path
+    from facevid.io.writer import check_output_path
     from facevid.weights import as_model
 
     if data is None and not synthetic:

@@ -1,5 +1,5 @@
 """`ImageWriter`: a one-frame output written as a still image (PNG, JPEG, ...), atomically,
-with the interface of `facevid.io.video.VideoWriter` so a task's loop writes either."""
+with the interface of `facevid.io.writer.VideoWriter` so a task's loop writes either."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class ImageWriter(AtomicOutput):
     """Writes the one frame it is given to `path` (by its extension) when closed; a second frame is an error."""
 
     def __init__(self, path: str | Path, *, force: bool = False):
-        from facevid.io.video import check_output_path
+        from facevid.io.writer import check_output_path
 
         self.path = check_output_path(path, force)
         self.frames_written = 0

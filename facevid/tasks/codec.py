@@ -42,7 +42,8 @@ def encode(video: str | Path, output: str | Path, *, model=None, window: int = 1
     """Track, crop and encode `video` into an .fvl file; prints nothing, returns sizes. `model`: a
     FaceVid loaded by `facevid.load_model`, or a weights name or file (default: the bundled one)."""
     from facevid.face.track import FaceTracker, make_backend
-    from facevid.io.video import check_output_path, iter_frames, probe
+    from facevid.io.video import iter_frames, probe
+    from facevid.io.writer import check_output_path
     from facevid.progress import progress_bar
     from facevid.weights import as_model, sha256_of
 
@@ -136,7 +137,8 @@ def decode(fvl: str | Path, output: str | Path, *, model=None, background: str |
     """Rebuild the clip of an .fvl file: the crops, or pasted back into `background`. `model`: the
     weights the file was encoded with (a loaded FaceVid, a name or a file); by default the
     registry entry with the sha256 the file names."""
-    from facevid.io.video import VideoWriter, check_crf, check_output_path, iter_frames, probe
+    from facevid.io.video import iter_frames, probe
+    from facevid.io.writer import VideoWriter, check_crf, check_output_path
     from facevid.progress import progress_bar
     from facevid.weights import check_device, load_weights
 

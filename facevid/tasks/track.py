@@ -56,7 +56,8 @@ def track(video: str | Path, output: str | Path, *, crops: str | Path | None = N
     """Follow the face through `video`; write it with the track drawn (and the crop stream).
 
     Raises NoFaceError (leaving no output) when no frame has a face."""
-    from facevid.io.video import VideoWriter, check_crf, check_output_path, iter_frames, probe
+    from facevid.io.video import iter_frames, probe
+    from facevid.io.writer import VideoWriter, check_crf, check_output_path
 
     check_crf(codec, crf)
     info = probe(video)

@@ -147,7 +147,8 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
     output (.png, .jpg, ...) takes a still driver and holds the one frame. `model`: a loaded
     FaceVid (`facevid.load_model`, to reuse it over many calls), or a weights name or file."""
     from facevid.io.image import ImageWriter
-    from facevid.io.video import VideoWriter, check_crf, check_output_path, is_image_path, iter_frames, probe
+    from facevid.io.video import is_image_path, iter_frames, probe
+    from facevid.io.writer import VideoWriter, check_crf, check_output_path
     from facevid.progress import progress_bar
     from facevid.weights import as_model
 

@@ -310,7 +310,7 @@ def train_mouth(weights: str | Path | None, data, output: str | Path, *, run_dir
     identities in the caches, if any, make run_dir/val, scored as training goes."""
     from facevid.config import TrainConfig
     from facevid.io.cache import load_cache
-    from facevid.io.video import check_output_path
+    from facevid.io.writer import check_output_path
     from facevid.train.loop import resolve_clips
     from facevid.weights import resolve
 

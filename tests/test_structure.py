@@ -59,3 +59,19 @@ def test_no_import_cycles():
     for node in graph:
         if node not in state:
             visit(node, [node])
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_functions_are_short():
+    """Every function fits in 60 lines, unless a `# long: why` comment on its def line says why."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES and "# long:" not in lines[node.lineno - 1]:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, "\n".join(sorted(long))

@@ -1,4 +1,4 @@
-"""Face detection, landmarks, causal track smoothing, aligned crops and paste-back.
+"""Face detection, landmarks and causal track smoothing (the crops themselves: face/crop.py).
 
 The crop geometry follows dlib's 5-point face chip (the mean-face template of
 `get_face_chip_details`), the smoothing is a One-Euro filter (Casiez et al., CHI 2012)

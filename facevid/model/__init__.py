@@ -1,1 +1,1 @@
-"""facevid.model: the encoder, motion quantizer, diffusion decoder and motion prior of BCD (seed 001)."""
+"""facevid.model: the encoder, motion quantizer, flow code, warp, diffusion decoder and mouth refiner of BCD (seed 001)."""

@@ -1,4 +1,4 @@
-"""One function per user-facing task, composed of frame generators (streaming end to end)."""
+"""`facevid track`: follow one face through a video, draw what was tracked, write the aligned crops."""
 
 from __future__ import annotations
 

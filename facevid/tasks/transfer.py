@@ -1,8 +1,10 @@
 """`facevid transfer`: animate a source face (photo or video) with a driver's motion.
 
-Streaming end to end: driver frames → track → crop → window of W frames → encode motion →
-relative (default) or absolute keypoints on the source → decode → paste back into the
-source frame → write with the driver's timestamps and audio. Memory is bounded by W.
+Streaming end to end through the shared stage (pipeline.py): driver frames → track → crop →
+window of W frames → motion → relative (default) or absolute landmarks on the source →
+decode → paste back into the source frame → write with the driver's timestamps and audio.
+Memory is bounded by W. `Transfer` is the frame-level stage (Frames in, Frames out),
+`transfer_frames` the same on plain arrays, `transfer` the command on files.
 """
 
 from __future__ import annotations

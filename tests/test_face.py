@@ -97,15 +97,24 @@ def _corner_track(backend, path, smooth: bool):
     return np.array(out)
 
 
-def test_smoothing_removes_jitter_on_a_still_face(backend, still_clip):
-    path, truth = still_clip
-    face_px = iod(truth[0])
+def test_smoothing_removes_jitter_on_a_still_face(backend, tmp_path):
+    """A face that does not move, seen through fresh sensor noise each frame: the detector's
+    landmarks jitter, the smoothed crop holds still."""
+    from facevid import demo
+    from facevid.io.writer import VideoWriter
+
+    path, size = tmp_path / "noisy_still.mp4", (320, 288)
+    face = demo.render_frame(demo.astronaut(), demo.frame_transform(demo.Motion(), 0.0, size, 1.0), size)
+    rng = np.random.default_rng(0)
+    with VideoWriter(path, 25, crf=10) as writer:
+        for i in range(30):
+            writer.write(np.clip(face + rng.normal(0, 8, face.shape), 0, 255).astype(np.uint8), i / 25)
     raw = _corner_track(backend, path, smooth=False)
     smooth = _corner_track(backend, path, smooth=True)
-    raw_jitter, smooth_jitter = (np.abs(np.diff(t, axis=0)).mean() / face_px for t in (raw, smooth))
-    print(f"still face jitter: raw {raw_jitter:.4f} IOD/frame, smoothed {smooth_jitter:.4f} IOD/frame")
-    assert smooth_jitter <= raw_jitter
-    assert smooth_jitter < 0.01
+    raw_jitter, smooth_jitter = (np.abs(np.diff(t, axis=0)).mean() for t in (raw, smooth))
+    # measured: raw 0.56 px a frame, smoothed 0.06 (the crop corners, in frame pixels)
+    print(f"still face jitter: raw {raw_jitter:.3f} px/frame, smoothed {smooth_jitter:.3f} px/frame")
+    assert smooth_jitter < 0.4 * raw_jitter
 
 
 def test_smoothing_reduces_jitter_on_a_moving_face(backend, moving_clip):

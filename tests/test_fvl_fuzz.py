@@ -181,3 +181,50 @@ def test_the_valid_file_reads(scratch):
     data = read_fvl(path)
     assert_sane(data)
     assert len(data.frames) == 6 and data.header.bits_per_frame == 4 * 3 + 3 * 4
+
+
+def _layout(raw: bytes) -> tuple[int, int]:
+    """(offset of the first frame record, bytes per record) of _valid_file's file."""
+    offset = 4
+    for _ in range(3):
+        offset += 4 + struct.unpack("<I", raw[offset:offset + 4])[0]
+    return offset, 1 + 8 + 1 + 24 + 3   # tag, time, face, transform, 4 x 3 + 3 x 4 bits of codes
+
+
+def _damage(raw: bytes, case: str) -> bytes:
+    data = bytearray(raw)
+    first, record = _layout(raw)
+    third = first + 2 * record
+    trailer = len(data) - 9
+    if case == "frame count":
+        data[trailer + 1:trailer + 5] = struct.pack("<I", 7)
+    elif case == "record tag":
+        data[third] = 0x00
+    elif case == "face flag":
+        data[third + 9] = 2
+    elif case == "time not finite":
+        data[third + 1:third + 9] = struct.pack("<d", float("nan"))
+    elif case == "time goes back":
+        data[third + 1:third + 9] = struct.pack("<d", -1.0)
+    elif case == "transform":
+        data[first + 10:first + 14] = struct.pack("<f", 1e30)
+    elif case == "bytes after the trailer":
+        data[trailer + 5:trailer + 5] = b"\x00\x00"
+    elif case == "content size":
+        at = 4 + 4 + struct.unpack("<I", raw[4:8])[0]
+        at += 4 + struct.unpack("<I", raw[at:at + 4])[0]
+        size = struct.unpack("<I", raw[at:at + 4])[0]
+        data[at:at + 4 + size] = struct.pack("<I", size + 2) + raw[at + 4:at + 4 + size] + b"\x00\x00"
+    return with_crc(bytes(data))
+
+
+@pytest.mark.parametrize("case, says", [
+    ("frame count", "frame count"), ("record tag", "unknown record"), ("face flag", "out of range"),
+    ("time not finite", "times must be finite"), ("time goes back", "never decrease"), ("transform", "out of range"),
+    ("bytes after the trailer", "length mismatch"), ("content size", "content section")])
+def test_structural_damage_with_a_valid_crc_is_rejected_by_name(scratch, case, says):
+    """The checksum passes, so only the reader's structural checks can tell: each names the damage."""
+    raw, path = scratch
+    path.write_bytes(_damage(raw, case))
+    with pytest.raises(InputError, match=says):
+        read_fvl(path)

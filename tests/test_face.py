@@ -40,8 +40,10 @@ def test_template_fit_is_exact_for_the_template():
     assert np.abs(C.params_to_transform(params, 128) - matrix).max() < 1e-9
 
 
-@pytest.mark.parametrize("size", [256, 512])
-def test_crop_paste_back_round_trip_psnr(backend, size):
+# the floor each crop size reaches on the 512-px astronaut (measured: 128 px 36.5 dB, the
+# bundled model's crop, which loses the photo's finer detail; 256 px 52.0; 512 px 49.2)
+@pytest.mark.parametrize("size, floor", [(128, 35.5), (256, 40.0), (512, 40.0)])
+def test_crop_paste_back_round_trip_psnr(backend, size, floor):
     photo = demo.astronaut()
     matrix = C.align_transform(demo.ASTRONAUT_LANDMARKS, C.CropSpec(size=size))
     crop = C.cut_crop(photo, matrix, size)
@@ -49,7 +51,7 @@ def test_crop_paste_back_round_trip_psnr(backend, size):
     weight = C.warp(C.crop_mask(size), C.invert_affine(matrix), photo.shape[1::-1], border=cv2.BORDER_CONSTANT)
     value = psnr(photo, out, weight > 0.99)
     print(f"round trip crop {size} -> paste-back: {value:.1f} dB on the face region")
-    assert value >= 40.0
+    assert value >= floor
     assert np.array_equal(out[weight == 0], photo[weight == 0])  # outside the mask: untouched
 
 

@@ -122,3 +122,31 @@ def test_eval_cli(capsys, tmp_path, tiny_weights, estimator):
     assert_one_line_error(code, err)
     code, _, err = run_cli(capsys, "eval", tiny_weights)
     assert_one_line_error(code, err)
+
+
+def test_each_frame_is_scored_against_its_own_real_frame():
+    """Methods that return the real frames exactly, one frame late, or the first frame held:
+    only the exact one scores perfectly, and being late costs (a score taken against the
+    wrong real frame cannot tell them apart)."""
+    from facevid import demo
+    from facevid.config import PRESETS
+    from facevid.eval.reenactment import LandmarkMeter, _score_clip
+    from facevid.face.crop import CropSpec, align_transform, cut_crop, transform_points
+    from facevid.face.landmark_warp import piecewise_affine_warp
+
+    cfg = PRESETS["small"]
+    spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
+    photo, marks = demo.astronaut(), demo.talking_landmarks(10, seed=1)
+    matrix = align_transform(demo.ASTRONAUT_LANDMARKS, spec)
+    real = np.stack([cut_crop(piecewise_affine_warp(photo, demo.ASTRONAUT_LANDMARKS68, m), matrix, spec.size)
+                     for m in marks])
+    crop_marks = np.stack([transform_points(matrix, m) for m in marks])
+    methods = {"exact": real.copy(), "one frame late": np.concatenate([real[:1], real[:-1]]),
+               "copy source": np.repeat(real[:1], len(real), 0)}
+    scores = Scores()
+    _score_clip(scores, LandmarkMeter(cfg), real, crop_marks, methods)
+    table = scores.table()
+    print({name: (round(row["psnr"], 1), row["akd"]) for name, row in table.items()})
+    assert table["exact"]["psnr"] > 60 and table["exact"]["akd"] == pytest.approx(0, abs=1e-9)
+    for worse in ("one frame late", "copy source"):
+        assert table[worse]["psnr"] < table["exact"]["psnr"] - 10 and table[worse]["akd"] > 0

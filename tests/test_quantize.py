@@ -166,3 +166,29 @@ def test_bad_settings_and_inputs_raise():
         quantizer(torch.randn(4, 11))
     with pytest.raises(ValueError):
         quantizer.embed_codes(torch.zeros(4, 2, dtype=torch.long))
+
+
+def test_the_presets_quantizer_charges_only_a_rate_above_its_target():
+    """The quantizer as the small preset builds it (normalised codes, a running code histogram,
+    no gumbel noise): a rate under the target costs nothing but the sharpness term, a rate over
+    it costs rate_weight * (R - target)^2 on top (a two-sided rate term pulls the codes up to
+    the target: measured, they then spend the bits on who is in the clip, not on motion)."""
+    from facevid.config import PRESETS
+    from facevid.model.facevid import FaceVid
+
+    cfg = PRESETS["small"]
+    quantizer = FaceVid(cfg).quantizer.train()
+    assert (quantizer.rate_target, quantizer.rate_weight) == (cfg.rate_target, cfg.rate_weight)
+    same = torch.randn(1, 1, cfg.enc_dim).expand(8, 4, -1)
+    for _ in range(60):                                  # one input over and over: the histogram narrows
+        low = quantizer(same)
+    assert low.bits_soft.item() < cfg.rate_target - 4
+    sharpness = cfg.vq_sharpness * cfg.vq_groups * low.sample_entropy
+    assert low.rate_loss.item() == pytest.approx(sharpness.item(), rel=1e-4, abs=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):                                  # every frame different: the histogram spreads
+        high = quantizer(torch.randn(8, 4, cfg.enc_dim, generator=generator) * 3)
+    assert high.bits_soft.item() > cfg.rate_target + 4
+    above = cfg.rate_weight * (high.bits_soft - cfg.rate_target) ** 2
+    sharpness = cfg.vq_sharpness * cfg.vq_groups * high.sample_entropy
+    assert high.rate_loss.item() == pytest.approx((above + sharpness).item(), rel=1e-4)

@@ -195,3 +195,24 @@ def test_half_precision_export_loads_as_float32(tmp_path):
     loaded = load_weights(half)
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
+
+
+def test_holdout_keeps_its_people_out_of_training(capsys, tmp_path, cache, monkeypatch):
+    """`train --holdout FILE`: the batches are drawn from every clip except the listed people's."""
+    import facevid.train.loop as loop
+    from facevid.io.cache import load_cache
+
+    seen: list[str] = []
+    make_sampler = loop.make_sampler
+
+    def recording(clips, *args, **kwargs):
+        seen.extend(clip.identity for clip in clips)
+        return make_sampler(clips, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "make_sampler", recording)
+    people = sorted({clip.identity for clip in load_cache(cache)})
+    held = tmp_path / "held.txt"
+    held.write_text(f"{people[0]}\n{people[-1]}  # two people kept out\n")
+    code, _, err = run_cli(capsys, "train", cache, "-o", tmp_path / "run", "--max-steps", 1, "--holdout", held, *FAST)
+    assert code == 0, err
+    assert len(people) >= 3 and set(seen) == set(people[1:-1])

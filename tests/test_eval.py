@@ -150,3 +150,24 @@ def test_each_frame_is_scored_against_its_own_real_frame():
     assert table["exact"]["psnr"] > 60 and table["exact"]["akd"] == pytest.approx(0, abs=1e-9)
     for worse in ("one frame late", "copy source"):
         assert table[worse]["psnr"] < table["exact"]["psnr"] - 10 and table[worse]["akd"] > 0
+
+
+def test_eval_cross_cli(capsys, tmp_path, tiny_weights):
+    """`eval --cross`: each clip's first frame driven by the next clip's person; its table,
+    printed and as JSON, and its sheet."""
+    cache = tmp_path / "cache"
+    write_synthetic_cache(cache, clips=3, frames=8, size=32, seed=7)
+    code, out, err = run_cli(capsys, "eval", tiny_weights, "--data", cache, "--max-frames", 6, "--steps", 0,
+                             "--cross", "--sheet", tmp_path / "sheet.png", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    cross = result["cross_reenactment"]
+    assert {"model", "copy source"} <= set(cross)
+    for row in cross.values():
+        assert {"identity", "same_person", "motion", "jitter", "tl_id", "tg_id"} <= set(row)
+        assert all(np.isfinite(v) for v in row.values() if isinstance(v, float))
+    assert cross["copy source"]["motion"] > 0 and (tmp_path / "sheet_cross.png").is_file()
+    from facevid.eval.run import tables   # what the command prints without --json
+
+    printed = tables(result)
+    assert "cross-reenactment" in printed and "| copy source |" in printed and "self-reenactment" in printed

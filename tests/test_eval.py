@@ -167,7 +167,7 @@ def test_eval_cross_cli(capsys, tmp_path, tiny_weights):
         assert {"identity", "same_person", "motion", "jitter", "tl_id", "tg_id"} <= set(row)
         assert all(np.isfinite(v) for v in row.values() if isinstance(v, float))
     assert cross["copy source"]["motion"] > 0 and (tmp_path / "sheet_cross.png").is_file()
-    from facevid.eval.run import tables   # what the command prints without --json
+    from facevid.eval.run import tables  # what the command prints without --json
 
     printed = tables(result)
     assert "cross-reenactment" in printed and "| copy source |" in printed and "self-reenactment" in printed

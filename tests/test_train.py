@@ -216,3 +216,19 @@ def test_holdout_keeps_its_people_out_of_training(capsys, tmp_path, cache, monke
     code, _, err = run_cli(capsys, "train", cache, "-o", tmp_path / "run", "--max-steps", 1, "--holdout", held, *FAST)
     assert code == 0, err
     assert len(people) >= 3 and set(seen) == set(people[1:-1])
+
+
+def test_train_straight_from_a_folder_of_videos(capsys, tmp_path, moving_clip):
+    """`facevid train VIDEOS_DIR`: the videos are tracked into a cache inside the run, then trained on."""
+    import shutil
+
+    from facevid.io.cache import load_cache
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(moving_clip[0], videos / "talk.mp4")
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", videos, "-o", run, "--max-steps", 2, *FAST)
+    assert code == 0, err
+    clips = load_cache(run / "cache0")
+    assert len(clips) == 1 and len(clips[0].frames) == 40 and (run / "model.safetensors").is_file()

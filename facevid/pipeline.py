@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from facevid.errors import ConfigError
+from facevid.face.crop import CropSpec
 from facevid.io.arrays import points_to_unit, to_tensor, to_uint8
 from facevid.sampling import check_sampler
 
@@ -89,6 +90,11 @@ class Paster:
         if transform is None:
             return image
         return paste_back(image, crop, transform, mask=self.mask, colour_match=self.colour_match)
+
+
+def crop_spec(cfg) -> CropSpec:
+    """The crop a model of config `cfg` sees: its size, margin and face centre."""
+    return CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
 
 
 def crop_points(pixels: np.ndarray, size: int) -> torch.Tensor:

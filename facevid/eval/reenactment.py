@@ -24,7 +24,7 @@ from facevid.face.landmarks import LOWER_INNER_LIP, MOUTH, UPPER_INNER_LIP
 from facevid.io.arrays import unit_to_points
 from facevid.io.cache import Clip
 from facevid.model.facevid import FaceVid
-from facevid.pipeline import Animator, CodeDecoder, CodeEncoder, windows
+from facevid.pipeline import Animator, CodeDecoder, CodeEncoder, crop_spec, windows
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,10 +53,9 @@ class LandmarkMeter:
     def __init__(self, cfg: ModelConfig):
         import dlib
 
-        from facevid.face.crop import CropSpec
         from facevid.face.identity import FaceMeter
 
-        self.meter = FaceMeter(CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y))
+        self.meter = FaceMeter(crop_spec(cfg))
         self.detector = dlib.get_frontal_face_detector()
 
     def __call__(self, crop: np.ndarray) -> np.ndarray | None:

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from facevid.errors import ConfigError, InputError, NoFaceError
-from facevid.face.crop import CropSpec
 from facevid.io.arrays import as_rgb
 from facevid.io.fvl import FvlFrame, FvlHeader, FvlWriter, read_fvl
-from facevid.pipeline import CodeDecoder, CodeEncoder, FaceFrame, Paster, track_faces, windows
+from facevid.pipeline import CodeDecoder, CodeEncoder, FaceFrame, Paster, crop_spec, track_faces, windows
 from facevid.tasks.summary import TaskSummary
 
 
@@ -28,11 +27,6 @@ class CodecSummary(TaskSummary):
     bits_per_frame: int = 0
     motion_kbps: float = 0.0
     file_bytes: int = 0
-
-
-def _spec(model) -> CropSpec:
-    cfg = model.cfg
-    return CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
 
 
 @torch.no_grad()
@@ -57,7 +51,7 @@ def encode(video: str | Path, output: str | Path, *, model=None, window: int = 1
     weights_path = getattr(model, "weights_path", None)
     if weights_path is None:
         raise ConfigError("encode needs a model loaded from a weights file (its sha256 names it in the .fvl)")
-    spec = _spec(model)
+    spec = crop_spec(model.cfg)
     tracker = FaceTracker(make_backend(aligner), spec, face=face)
     summary = CodecSummary(input=str(video), output=str(out))
     started = clock.perf_counter()
@@ -225,7 +219,7 @@ def encode_frames(frames: Iterable[np.ndarray], *, model=None, fps: float = 25.0
     from facevid.weights import as_model
 
     model = as_model(model, device)
-    tracker = FaceTracker(make_backend(aligner), _spec(model), face=face)
+    tracker = FaceTracker(make_backend(aligner), crop_spec(model.cfg), face=face)
     found: list[CodeEncoder] = []
     video = (Frame(i, i / fps, as_rgb(image)) for i, image in enumerate(frames))
     coded = list(_encoded(track_faces(video, tracker, model.cfg.out_size), model, window, found.append))

@@ -18,9 +18,9 @@ import numpy as np
 
 from facevid.config import DEFAULT_MOTION
 from facevid.errors import ConfigError, NoFaceError
-from facevid.face.crop import CropSpec, cut_crop
+from facevid.face.crop import cut_crop
 from facevid.io.arrays import as_rgb
-from facevid.pipeline import MOTION_SOURCES, Animator, Paster, track_faces, windows
+from facevid.pipeline import MOTION_SOURCES, Animator, Paster, crop_spec, track_faces, windows
 from facevid.tasks.summary import TaskSummary
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class Transfer:
         _check_options(window, motion)
         cfg = model.cfg
         self.size, self.window, self.source = cfg.out_size, window, source
-        self.spec = CropSpec(size=cfg.out_size, margin=cfg.crop_margin, center_y=cfg.crop_center_y)
+        self.spec = crop_spec(cfg)
         self.backend = make_backend(aligner)
         self.face, self.driver_face = face, driver_face
         self.landmarks = Landmarks68(self.spec) if motion == "landmarks" else None

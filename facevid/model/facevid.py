@@ -110,7 +110,7 @@ class FaceVid(nn.Module):
         self.register_buffer("anchors", border_anchors(), persistent=False)
         # the measured flow's principal components, quantized (model/flow_code.py)
         self.flow_code = FlowCode(cfg.flow_input, cfg.flow_code, cfg.flow_code_bits) if cfg.flow_code else None
-        self._register_load_state_dict_pre_hook(lambda state, prefix, *_: renamed(state) if not prefix else None)
+        self._register_load_state_dict_pre_hook(lambda state, prefix, *_: renamed(state, prefix))
 
     @property
     def device(self) -> torch.device:

@@ -23,11 +23,12 @@ LEGACY_KEYS = {"flow_mean": "flow_code.mean", "flow_basis": "flow_code.basis", "
                "flow_fitted": "flow_code.fitted"}
 
 
-def renamed(state: dict) -> dict:
-    """A state dict with the flow code's old top-level names renamed (in place, and returned)."""
+def renamed(state: dict, prefix: str = "") -> dict:
+    """A state dict with the flow code's old names (under `prefix`, where a FaceVid sits inside
+    another module) renamed, in place; returned."""
     for old, new in LEGACY_KEYS.items():
-        if old in state and new not in state:
-            state[new] = state.pop(old)
+        if prefix + old in state and prefix + new not in state:
+            state[prefix + new] = state.pop(prefix + old)
     return state
 
 

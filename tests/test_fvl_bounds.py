@@ -131,7 +131,8 @@ def reference_plausible(transform: np.ndarray, size: int) -> bool:
     if a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0] == 0:
         return True
     corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
-    back = corners @ cv2.invertAffineTransform(a)[:, :2].T + cv2.invertAffineTransform(a)[:, 2]
+    inverse = cv2.invertAffineTransform(a)
+    back = corners @ inverse[:, :2].T + inverse[:, 2]
     return bool((np.abs(back) <= MAX_COORD).all())
 
 

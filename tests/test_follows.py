@@ -76,9 +76,15 @@ def test_transfer_output_follows_the_drivers_mouth(capsys, tmp_path, talking):
     assert follows > 0.8 and 0.3 < gain < 1.5
 
 
+@pytest.fixture(scope="module")
+def bundled():
+    import facevid
+
+    return facevid.load_model()
+
 
 @pytest.mark.weights
-def test_decode_makes_each_frame_from_its_own_codes(talking):
+def test_decode_makes_each_frame_from_its_own_codes(talking, bundled):
     """Frame k decoded from frame j's codes is frame j's decode (up to the window's context),
     far from frame k's own, and no other frame changes: each frame's motion is read from its
     own codes (holding frame 0's codes for every frame would make k and j alike)."""
@@ -88,7 +94,7 @@ def test_decode_makes_each_frame_from_its_own_codes(talking):
     from facevid.eval.reenactment import psnr
 
     video, _ = talking
-    model = facevid.load_model()
+    model = bundled
     codes = facevid.encode_frames((f.image for f in iter_frames(video)), model=model)
     real = list(facevid.decode_frames(codes, model=model))
     swapped = copy.deepcopy(codes)
@@ -98,14 +104,14 @@ def test_decode_makes_each_frame_from_its_own_codes(talking):
     apart, moved_to = psnr(real[k], real[j]), psnr(made[k], real[j])
     others = min(psnr(a, b) for i, (a, b) in enumerate(zip(made, real)) if i != k)
     # measured with the bundled small model: frames k and j 23.3 dB apart; k from j's codes
-    # equals j's decode (60 dB: exact), every other frame unchanged (exact)
+    # 60.2 dB from j's decode (all but identical), every other frame within 66 dB of its own
     print(f"frames {k} and {j}: {apart:.1f} dB apart; {k} from {j}'s codes vs {j}: {moved_to:.1f} dB; "
           f"others {others:.1f} dB")
     assert apart < 35 and moved_to > apart + 15 and others > 45
 
 
 @pytest.mark.weights
-def test_eval_brackets_the_trained_model_between_its_baselines(tmp_path, talking):
+def test_eval_brackets_the_trained_model_between_its_baselines(tmp_path, talking, bundled):
     """Self-reenactment of the talking clip: the bundled model above copying the source and
     the landmark warp and an untrained model of the same preset (whose warp already follows
     the landmarks: an eval that scores the wrong frames, or a model that ignores its driver,
@@ -114,7 +120,6 @@ def test_eval_brackets_the_trained_model_between_its_baselines(tmp_path, talking
 
     import torch
 
-    import facevid
     from facevid.eval.run import evaluate
     from facevid.model.facevid import FaceVid
     from facevid.train.prepare import prepare
@@ -124,7 +129,7 @@ def test_eval_brackets_the_trained_model_between_its_baselines(tmp_path, talking
     (tmp_path / "videos").mkdir()
     shutil.copy(video, tmp_path / "videos" / video.name)
     prepare(tmp_path / "videos", tmp_path / "cache", progress=False)
-    trained = facevid.load_model()
+    trained = bundled
     torch.manual_seed(0)
     untrained = export_weights(FaceVid(trained.cfg).eval(), tmp_path / "untrained.safetensors")
     scores = {name: evaluate(weights, data=tmp_path / "cache", max_frames=24)["self_reenactment"]

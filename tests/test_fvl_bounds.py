@@ -3,7 +3,6 @@ rejected just past it; the crop-plausibility check against OpenCV's inverse of t
 
 from __future__ import annotations
 
-import json
 import struct
 from fractions import Fraction
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_codec import join_fvl, split_fvl, with_header
+from test_codec import with_header
 from test_fvl_fuzz import FUZZ, _layout, _valid_file, with_crc
 
 from facevid.errors import InputError
@@ -40,7 +39,8 @@ def set_field(key, value):
 def test_header_ranges_include_their_ends(valid, key, low, high, below, above):
     raw, path = valid
     for value in (low, high):
-        assert getattr(reads(path, with_header(raw, set_field(key, value))).header, key) is not None
+        read = getattr(reads(path, with_header(raw, set_field(key, value))).header, key)
+        assert read == (tuple(value) if isinstance(value, list) else value)
     for value in (below, above):
         with pytest.raises(InputError, match=key):
             reads(path, with_header(raw, set_field(key, value)))
@@ -165,9 +165,3 @@ def test_truncation_names_the_file(valid):
         with pytest.raises(InputError, match=f"{path.name} is truncated"):
             reads(path, with_crc(raw[:cut]))
 
-
-def test_header_json_round_trips_through_the_checks(valid):
-    raw, path = valid
-    blob, *rest = split_fvl(raw)
-    doc = json.loads(blob)
-    assert reads(path, join_fvl(json.dumps(doc).encode(), *rest)).header.code_bits == doc["code_bits"]

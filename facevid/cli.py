@@ -309,6 +309,12 @@ def transfer(
     aligner: str = ALIGNER,
     face: int = typer.Option(1, "--face", help="Which face of the source to animate: 1 = largest, 2 = second, ..."),
     driver_face: int = typer.Option(1, "--driver-face", help="Which face of the driver gives the motion."),
+    pose: str = typer.Option("carry", "--pose",
+                             help="'carry': the source's head turns, tilts and moves as the driver's does since its "
+                                  "first frame; 'still': the head stays, only the expression moves."),
+    render_size: int = typer.Option(512, "--render-size",
+                                    help="Largest side of the face crop the output is rendered at (the source's own "
+                                         "resolution up to this; the model's size at most makes it blurred)."),
     device: str = DEVICE,
     codec: str = CODEC,
     crf: int = CRF,
@@ -324,8 +330,9 @@ def transfer(
     summary = run_transfer(source, driver, output, model=weights, steps=steps, sampler=sampler, guidance=guidance,
                            seed=seed, absolute=absolute, paste=not no_paste_back,
                            colour_match=not no_colour_match, window=window, motion=motion, aligner=aligner,
-                           face=face, driver_face=driver_face, allow_truncated=allow_truncated, device=device,
-                           codec=codec, crf=crf, force=force, progress=not quiet)
+                           face=face, driver_face=driver_face, allow_truncated=allow_truncated, pose=pose,
+                           render_size=render_size, device=device, codec=codec, crf=crf, force=force,
+                           progress=not quiet)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
     elif not quiet:

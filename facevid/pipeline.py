@@ -112,7 +112,7 @@ class Animator:
 
     def __init__(self, model, source_crop: np.ndarray, *, steps: int, guidance: float, seed: int, relative: bool,
                  device: str = "cpu", motion: str = "codes", source_points: np.ndarray | None = None,
-                 expression: bool = False, sampler: str = "heun"):
+                 expression: bool = False, sampler: str = "heun", source_render: np.ndarray | None = None):
         if motion not in MOTION_SOURCES:
             raise ConfigError(f"unknown --motion '{motion}' (choose from {', '.join(MOTION_SOURCES)})")
         if motion == "landmarks" and source_points is None:
@@ -124,6 +124,9 @@ class Animator:
         self.motion_source, self.sampler = motion, check_sampler(sampler)
         with torch.no_grad():
             self.source = to_tensor(source_crop[None], source_crop.shape[0]).to(device)   # (1, 3, S, S)
+            # the same crop at more pixels: the output is rendered at its size (FaceVid.decode)
+            self.render = (None if source_render is None or source_render.shape[0] == source_crop.shape[0]
+                           else to_tensor(source_render[None], source_render.shape[0]).to(device))
             encoded = model.encode(self.source[:, None], self.source)
             self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
             self.source_points = (crop_points(source_points, source_crop.shape[0])[None].to(device)
@@ -135,7 +138,7 @@ class Animator:
 
     @torch.no_grad()
     def __call__(self, driver_crops: list[np.ndarray], driver_points: np.ndarray | None = None) -> list[np.ndarray]:
-        """Generated crops (out_size) for a window of driver crops (out_size)."""
+        """Generated crops (out_size, or the render size) for a window of driver crops (out_size)."""
         model, cfg = self.model, self.model.cfg
         if self.expression:
             return self._expression(driver_points)
@@ -161,7 +164,7 @@ class Animator:
             ref_motion = self.driver_ref
         out = model.decode(self.source, self.source_points, ref_motion, motion, self.content, steps=self.steps,
                            guidance=self.guidance, generator=self.generator, sampler=self.sampler, target_points=target,
-                           driver_ref_points=driver_ref_points)
+                           driver_ref_points=driver_ref_points, render=self.render)
         return [to_uint8(f) for f in out[0]]
 
     def _expression(self, driver_points: np.ndarray) -> list[np.ndarray]:
@@ -173,7 +176,8 @@ class Animator:
         motion = self.source_motion[:, None].expand(-1, len(targets), -1)                # its own, unchanged
         out = self.model.decode(self.source, self.source_points, self.source_motion, motion, self.content,
                                 steps=self.steps, guidance=self.guidance, generator=self.generator,
-                                sampler=self.sampler, target_points=target, driver_ref_points=self.source_points)
+                                sampler=self.sampler, target_points=target, driver_ref_points=self.source_points,
+                                render=self.render)
         return [to_uint8(f) for f in out[0]]
 
 

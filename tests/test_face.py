@@ -230,3 +230,51 @@ def test_followed_face_is_kept_where_a_false_detection_outscores_it(backend):
     assert all(f.found for f in faces)
     centres = np.array([(f.box[:2] + f.box[2:]) / 2 for f in faces])
     assert np.abs(np.diff(centres, axis=0)).max() < 40   # no jump to the suit (about 250 px lower)
+
+
+def test_rescaled_transform_cuts_the_same_crop_at_more_pixels():
+    """Crop pixel centres line up: the 4x crop shrunk by 4 (area) is the 1x crop."""
+    photo = cv2.resize(demo.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    matrix = C.align_transform(demo.ASTRONAUT_LANDMARKS * 2, C.CropSpec(size=128))
+    small = C.cut_crop(photo, matrix, 128).astype(float)
+    big = C.cut_crop(photo, C.rescale_transform(matrix, 4.0), 512)
+    shrunk = cv2.resize(big, (128, 128), interpolation=cv2.INTER_AREA).astype(float)
+    naive = cv2.resize(C.cut_crop(photo, matrix * 4.0, 512), (128, 128), interpolation=cv2.INTER_AREA)
+    assert np.abs(shrunk - small)[8:-8, 8:-8].mean() < np.abs(naive - small)[8:-8, 8:-8].mean() * 0.7
+    assert C.native_side(matrix, 128, cap=2048) == 8 * round(128 / np.sqrt(np.linalg.det(matrix[:, :2])) / 8)
+    assert C.native_side(matrix, 128, cap=256) == 256 and C.native_side(matrix * 4, 128, cap=512) == 128
+
+
+def test_head_change_moves_the_source_face_as_the_driver_moved():
+    """A source whose face sits where the driver's first face sat lands where the driver's
+    face is now; any other source moves by the same change of pose in its own crop."""
+    spec = C.CropSpec(size=128)
+    first = C.align_transform(demo.ASTRONAUT_LANDMARKS, spec)
+    now = demo.frame_transform(demo.Motion(shift=(12.0, -5.0), angle=15.0, zoom=0.1), 0.3, (512, 512), 1.0)
+    current = C.align_transform(C.transform_points(now, demo.ASTRONAUT_LANDMARKS), spec)
+    change = C.head_change(first, current)
+    assert np.abs(C.moved_transform(first, change) - current).max() < 1e-9
+    assert np.abs(C.head_change(first, first) - np.eye(2, 3)).max() < 1e-12
+    # a source face elsewhere at another size: its landmarks move by the driver's rotation and zoom
+    other = C.compose(np.array([[0.5, 0, 40.0], [0, 0.5, -10.0]]), first)
+    moved = C.moved_transform(other, change)
+    before = C.transform_points(C.invert_affine(other), demo.ASTRONAUT_LANDMARKS)
+    after = C.transform_points(C.invert_affine(moved), demo.ASTRONAUT_LANDMARKS)
+    turn = lambda p: np.degrees(np.arctan2(*(p[0] - p[2])[::-1]))    # the eye line's angle
+    assert abs((turn(after) - turn(before)) - (turn(C.transform_points(now, demo.ASTRONAUT_LANDMARKS))
+                                                 - turn(demo.ASTRONAUT_LANDMARKS))) < 1e-6
+
+
+def test_move_head_moves_the_head_and_leaves_the_far_background():
+    photo = demo.astronaut()
+    matrix = C.align_transform(demo.ASTRONAUT_LANDMARKS, C.CropSpec(size=128))
+    shift = np.array([[1.0, 0, 6.0], [0, 1.0, 0]])     # the head moved 6 crop px right (crop → reference crop)
+    out = C.move_head(photo, matrix, shift, 128)
+    dx, dy = C.invert_affine(matrix)[:, :2] @ [6.0, 0.0]    # in frame pixels
+    x, y = C.transform_points(C.invert_affine(matrix), np.array([[64.0, 64.0]]))[0].astype(int)
+    moved = cv2.warpAffine(photo, np.array([[1.0, 0, dx], [0, 1.0, dy]]), photo.shape[1::-1], flags=cv2.INTER_LINEAR)
+    face = (slice(y - 20, y + 20), slice(x - 20, x + 20))
+    assert np.abs(out[face].astype(int) - moved[face]).mean() < 2              # the face moved rigidly
+    assert np.abs(photo[face].astype(int) - moved[face]).mean() > 15            # (and that is a change)
+    assert np.array_equal(out[400:], photo[400:]) and np.array_equal(out[:, :60], photo[:, :60])
+    assert C.move_head(photo, matrix, np.eye(2, 3), 128) is photo

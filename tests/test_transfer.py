@@ -92,7 +92,7 @@ def test_samplers_make_different_seeded_outputs(capsys, tmp_path, tiny_weights, 
 
 
 @pytest.mark.parametrize("case", ["missing_source", "no_face_source", "no_face_driver", "exists", "bad_weights",
-                                  "not_weights", "flag", "motion", "sampler"])
+                                  "not_weights", "flag", "motion", "sampler", "pose", "render_size"])
 def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, case):
     source, driver, out, weights, extra = photo, moving_clip[0], tmp_path / "out.mp4", tiny_weights, []
     if case == "missing_source":
@@ -115,6 +115,10 @@ def test_transfer_errors(capsys, tmp_path, tiny_weights, photo, moving_clip, cas
         extra = ["--motion", "telepathy"]
     elif case == "sampler":
         extra = ["--sampler", "ddim", "--steps", "2"]
+    elif case == "pose":
+        extra = ["--pose", "sideways"]
+    elif case == "render_size":
+        extra = ["--render-size", "8"]
     before = sorted(p.name for p in tmp_path.iterdir())
     code, _, err = run_cli(capsys, "transfer", source, driver, "-o", out, "--weights", weights, "-q", *extra)
     assert_one_line_error(code, err)

@@ -222,3 +222,78 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, *,
     region = out[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = np.clip(region + alpha * (pasted.astype(np.float32) - region) + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+# --------------------------------------------------------------------------- native scale and head motion
+
+def rescale_transform(matrix: np.ndarray, factor: float) -> np.ndarray:
+    """The frame→crop transform of the same crop with `factor` times the pixels a side
+    (pixel centres: crop pixel i of the first is pixel factor·i + (factor − 1)/2 of the second)."""
+    out = np.asarray(matrix, np.float64) * factor
+    out[:, 2] += (factor - 1) / 2
+    return out
+
+
+def native_side(matrix: np.ndarray, size: int, cap: int, multiple: int = 8) -> int:
+    """The crop side at which a crop of `size` cut by `matrix` has the frame's own pixel
+    density (one crop pixel per frame pixel), rounded to `multiple`, between size and cap."""
+    per_pixel = math.sqrt(abs(np.linalg.det(np.asarray(matrix)[:, :2])))   # crop px per frame px
+    side = int(round(size / max(per_pixel, 1e-9) / multiple)) * multiple
+    return int(min(max(side, size), max(cap, size)))
+
+
+def _full(matrix: np.ndarray) -> np.ndarray:
+    return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
+
+
+def head_change(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """A head's change of pose from `reference` to `current` (each a frame→crop similarity of
+    that frame), as the crop→crop similarity (2, 3) from the current crop to the reference's:
+    it sends a facial point's crop position to where that point is now, in the reference's crop
+    (a head moved d reference-crop pixels right gives a translation of +d)."""
+    return (_full(reference) @ np.linalg.inv(_full(current)))[:2]
+
+
+def moved_transform(transform: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """The frame→crop transform of the face of `transform` moved by `change` (head_change):
+    a pixel of the moved face's crop lands where `change` sends it in the unmoved crop."""
+    return (np.linalg.inv(_full(change)) @ _full(transform))[:2]
+
+
+HEAD_REGION = ((0.0, 0.06), (0.72, 0.88))   # the face mask's ellipse, normalised crop units (centre, radii)
+HEAD_FALLOFF = (1.05, 2.0)   # the background moves with the head inside this many radii, not beyond the second
+
+
+def move_head(image: np.ndarray, transform: np.ndarray, change: np.ndarray, size: int) -> np.ndarray:
+    """`image` with its head (the face of the frame→crop `transform`, crop side `size`) moved by
+    `change` (head_change) and the background around it following smoothly: rigid inside the
+    face ellipse, fading to still over the next radius (where the head leaves, the background
+    is stretched over the gap rather than torn; the head's old edge does not stay behind)."""
+    if np.abs(change - np.eye(2, 3)).max() < 1e-4:
+        return image
+    moved = moved_transform(transform, change)
+    back = np.linalg.inv(_full(transform)) @ np.linalg.inv(_full(change)) @ _full(transform)   # frame → frame
+    (cx, cy), (rx, ry) = HEAD_REGION
+    inner, outer = HEAD_FALLOFF
+    # the frame region the moving part can reach: the outer ellipse's box, in the moved face's crop
+    corners = np.array([[cx - rx * outer, cy - ry * outer], [cx + rx * outer, cy - ry * outer],
+                        [cx - rx * outer, cy + ry * outer], [cx + rx * outer, cy + ry * outer]])
+    to_frame = invert_affine(moved)
+    box = transform_points(to_frame, ((corners + 1) * size - 1) / 2)
+    h, w = image.shape[:2]
+    x0, y0 = np.maximum(np.floor(box.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(box.max(0)).astype(int) + 1, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return image
+    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    u = (2 * (moved[0, 0] * xs + moved[0, 1] * ys + moved[0, 2]) + 1) / size - 1
+    v = (2 * (moved[1, 0] * xs + moved[1, 1] * ys + moved[1, 2]) + 1) / size - 1
+    r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
+    t = np.clip((r - inner) / (outer - inner), 0.0, 1.0)
+    weight = 1.0 - t * t * (3 - 2 * t)
+    map_x = xs + weight * (back[0, 0] * xs + back[0, 1] * ys + back[0, 2] - xs)
+    map_y = ys + weight * (back[1, 0] * xs + back[1, 1] * ys + back[1, 2] - ys)
+    out = image.copy()
+    out[y0:y1, x0:x1] = cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+    return out

@@ -302,21 +302,26 @@ class FaceVid(nn.Module):
                motion: torch.Tensor, content: torch.Tensor, *, steps: int = 6, guidance: float = 1.0,
                generator: torch.Generator | None = None, target_points: torch.Tensor | None = None,
                driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None,
-               sampler: str = "heun") -> torch.Tensor:
+               sampler: str = "heun", render: torch.Tensor | None = None) -> torch.Tensor:
         """Frames (B, T, 3, S, S) for motion (B, T, G*d [+ C]) on each clip's reference.
 
         `target_points` overrides the keypoints the motion implies (relative transfer), and
         `driver_ref_points` says whose geometry the flow code's flow has (see `warp`);
         `steps=0` returns the warped reference, `steps=1` adds the posterior-mean residual,
         more steps sample with `sampler` (sampling.SAMPLERS); with steps ≥ 1 the mouth refiner,
-        if the model has one, repaints the mouth."""
+        if the model has one, repaints the mouth.
+
+        `render` (B, 3, R, R), the same crop of each reference at more pixels (R > out_size),
+        returns frames at R: the model's warp applied to `render` (its grid is resolution-free)
+        plus what the model generated on top of its own warp (residual and mouth), upsampled.
+        The pixels stay the reference's own; the model decides where they go."""
         check_sampler(sampler)
         b, t = motion.shape[:2]
         if target_points is None:
             target_points = ref_points[:, None] + self.displacement(motion, ref_motion)
         warped = self.warp(reference, ref_points, target_points, ref_motion, motion, driver_ref_points)
         if steps == 0:   # the warp alone (fastest; no generated mouth interior)
-            return warped.out.clamp(-1, 1).view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
+            return self._rendered(warped, warped.out.clamp(-1, 1), render, b, t)
         shared, cond, uncond = self.conditions(warped, motion, content, t)
         n = self.cfg.net_size
         sigma_max = sigma_max or self.cfg.sample_sigma_max
@@ -335,4 +340,15 @@ class FaceVid(nn.Module):
         if self.mouth is not None:
             out = self.mouth(out, reference.repeat_interleave(t, 0), ref_points.repeat_interleave(t, 0),
                              target_points.flatten(0, 1))
-        return out.view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
+        return self._rendered(warped, out, render, b, t)
+
+    def _rendered(self, warped: Warped, out: torch.Tensor, render: torch.Tensor | None, b: int, t: int
+                  ) -> torch.Tensor:
+        """`out` (N, 3, S, S) as (B, T, 3, S, S), or at `render`'s resolution: `render` warped by
+        the final grid plus the generated part (out − the warp at out_size), upsampled."""
+        if render is None:
+            return out.view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
+        side = render.shape[-1]
+        sharp = warp_image(render.repeat_interleave(t, 0), warped.grid)
+        generated = F.interpolate(out - warped.out, size=(side, side), mode="bilinear", align_corners=False)
+        return (sharp + generated).clamp(-1, 1).view(b, t, 3, side, side)

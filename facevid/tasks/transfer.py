@@ -18,7 +18,7 @@ import numpy as np
 
 from facevid.config import DEFAULT_MOTION
 from facevid.errors import ConfigError, NoFaceError
-from facevid.face.crop import cut_crop
+from facevid.face.crop import cut_crop, head_change, move_head, moved_transform, native_side, rescale_transform
 from facevid.io.arrays import as_rgb
 from facevid.pipeline import MOTION_SOURCES, Animator, Paster, crop_spec, track_faces, windows
 from facevid.tasks.summary import TaskSummary
@@ -71,10 +71,10 @@ class Transfer:
                  guidance: float = 1.0, seed: int = 0, absolute: bool = False, paste: bool = True,
                  colour_match: bool = True, window: int = 16, aligner: str = "auto", motion: str = DEFAULT_MOTION,
                  face: int = 1, driver_face: int = 1, expression: bool = False, sampler: str = "heun",
-                 source_name: str = "the source"):
+                 render_size: int = 512, pose: str = "carry", source_name: str = "the source"):
         from facevid.face.track import FaceTracker, Landmarks68, make_backend
 
-        _check_options(window, motion)
+        _check_options(window, motion, render_size, pose)
         cfg = model.cfg
         self.size, self.window, self.source = cfg.out_size, window, source
         self.spec = crop_spec(cfg)
@@ -83,12 +83,17 @@ class Transfer:
         self.landmarks = Landmarks68(self.spec) if motion == "landmarks" else None
         first_image, first_face = _reference(source(), FaceTracker(self.backend, self.spec, face=face), source_name)
         self.source_crop = cut_crop(first_image, first_face.transform, cfg.out_size)
+        # the output is rendered at the source face's own pixel density (up to render_size)
+        self.render = native_side(first_face.transform, cfg.out_size, render_size) if paste else cfg.out_size
+        self.scale = self.render / cfg.out_size
+        source_render = cut_crop(first_image, rescale_transform(first_face.transform, self.scale), self.render)
+        self.carry = pose == "carry" and not absolute and not expression
         self.source_points = self.landmarks(first_image, first_face) if self.landmarks else None
         self.animate = Animator(model, self.source_crop, steps=cfg.sample_steps if steps is None else steps,
                                 guidance=guidance, seed=seed, relative=not absolute, device=str(model.device),
                                 motion=motion, source_points=self.source_points, expression=expression,
-                                sampler=sampler)
-        self.paste = Paster(cfg.out_size, colour_match=colour_match) if paste else None
+                                sampler=sampler, source_render=source_render)
+        self.paste = Paster(self.render, colour_match=colour_match) if paste else None
         self.frames = self.frames_without_face = 0
         self.tracker = FaceTracker(self.backend, self.spec, face=driver_face)
 
@@ -99,13 +104,27 @@ class Transfer:
         backgrounds = _source_frames(self.source(), FaceTracker(self.backend, self.spec, face=self.face))
         faces = track_faces(driver, self.tracker, self.size, self.landmarks, rest=(self.source_crop,
                                                                                   self.source_points))
+        first = change = None   # the driver's first face, and its head's change of pose since
         for chunk in windows(faces, self.window):   # until the driver shows a face, the source rests
             points = np.stack([f.points for f in chunk]) if self.landmarks else None
             for f, crop in zip(chunk, self.animate([f.crop for f in chunk], points)):
                 image, transform = next(backgrounds)
                 self.frames += 1
                 self.frames_without_face += not f.found
-                yield Frame(f.index, f.time, self.paste(image, crop, transform) if self.paste else crop)
+                if self.carry and f.found:
+                    first = f.transform if first is None else first
+                    change = head_change(first, f.transform)
+                yield Frame(f.index, f.time, self._paste(image, crop, transform, change) if self.paste else crop)
+
+    def _paste(self, image: np.ndarray, crop: np.ndarray, transform: np.ndarray | None,
+               change: np.ndarray | None) -> np.ndarray:
+        """The generated crop into the source frame, the head moved as the driver's moved."""
+        if transform is None:
+            return image
+        if change is not None:   # the head and the background about it move first, then the face goes on
+            image = move_head(image, transform, change, self.size)
+            transform = moved_transform(transform, change)
+        return self.paste(image, crop, rescale_transform(transform, self.scale))
 
 
 def transfer_frames(source: np.ndarray | Sequence[np.ndarray], driver: Iterable[np.ndarray], *,
@@ -130,7 +149,14 @@ def transfer_frames(source: np.ndarray | Sequence[np.ndarray], driver: Iterable[
         raise NoFaceError(run.tracker.not_found(f"the driver ({run.frames} frames)"))
 
 
-def _check_options(window: int, motion: str) -> None:
+POSES = ("carry", "still")   # the driver's head motion moves the source's head, or the head stays where it is
+
+
+def _check_options(window: int, motion: str, render_size: int = 512, pose: str = "carry") -> None:
+    if pose not in POSES:
+        raise ConfigError(f"unknown --pose '{pose}' (choose from {', '.join(POSES)})")
+    if not 16 <= render_size <= 2048:
+        raise ConfigError(f"--render-size must be between 16 and 2048, got {render_size}")
     if window < 1:
         raise ConfigError(f"--window must be 1 or more, got {window}")
     if motion not in MOTION_SOURCES:
@@ -141,8 +167,8 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
              steps: int | None = None, guidance: float = 1.0, seed: int = 0, absolute: bool = False,
              paste: bool = True, colour_match: bool = True, window: int = 16, aligner: str = "auto",
              motion: str = DEFAULT_MOTION, face: int = 1, driver_face: int = 1, allow_truncated: bool = False,
-             sampler: str = "heun", device: str = "cpu", codec: str = "libx264", crf: int = 18, force: bool = False,
-             progress: bool = True) -> TransferSummary:
+             sampler: str = "heun", render_size: int = 512, pose: str = "carry", device: str = "cpu",
+             codec: str = "libx264", crf: int = 18, force: bool = False, progress: bool = True) -> TransferSummary:
     """Write `output`: the source face moving like the driver, with the driver's sound.
 
     A still driver lends its expression (mouth, eyes, brows) to the source's face; an image
@@ -154,7 +180,7 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
     from facevid.progress import progress_bar
     from facevid.weights import as_model
 
-    _check_options(window, motion)
+    _check_options(window, motion, render_size, pose)
     check_crf(codec, crf)
     probe(source)
     drv_info = probe(driver)
@@ -169,7 +195,8 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
     run = Transfer(as_model(model, device), lambda: iter_frames(source, allow_truncated=allow_truncated),
                    steps=steps, guidance=guidance, seed=seed, absolute=absolute, paste=paste,
                    colour_match=colour_match, window=window, aligner=aligner, motion=motion, face=face,
-                   driver_face=driver_face, expression=expression, sampler=sampler, source_name=f"the source {source}")
+                   driver_face=driver_face, expression=expression, sampler=sampler, render_size=render_size, pose=pose,
+                   source_name=f"the source {source}")
     summary = TransferSummary(source=str(source), driver=str(driver), output=str(out), steps=run.animate.steps,
                               relative=not absolute)
     started = clock.perf_counter()

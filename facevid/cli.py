@@ -270,17 +270,25 @@ def evaluate(
     cross: bool = typer.Option(False, "--cross", help="Also cross-reenactment (identity, motion, TL/TG-ID)."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Also the synthetic-head benchmark (identity and motion factor errors)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs",
+                                         help="The transfer benchmark: a list of source/driver pairs (e.g. "
+                                              "splits/transfer_pairs.tsv), run through transfer, full frames scored."),
+    media: Optional[Path] = typer.Option(None, "--media", help="The folder the pair list's paths are under."),
+    pose: str = typer.Option("carry", "--pose", help="The transfer benchmark's --pose (carry or still)."),
+    render_size: int = typer.Option(512, "--render-size", help="The transfer benchmark's --render-size."),
     device: str = DEVICE,
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing sheets."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
     """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines;
-    with --synthetic, factor errors after transfer between synthetic heads (no --data needed)."""
+    with --synthetic, factor errors after transfer between synthetic heads (no --data needed);
+    with --pairs, the transfer benchmark on full output frames."""
     from facevid.eval.run import evaluate as run_eval
     from facevid.eval.run import tables
 
     result = run_eval(weights, data=data, holdout=holdout, max_frames=max_frames, max_clips=max_clips, steps=steps,
-                      sheet=sheet, cross=cross, synthetic=synthetic, device=device, force=force)
+                      sheet=sheet, cross=cross, synthetic=synthetic, pairs=pairs, media=media,
+                      transfer_options={"pose": pose, "render_size": render_size}, device=device, force=force)
     if as_json:
         print(json.dumps(result, indent=1))
     else:

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from test_cli_track import run_cli
+from test_cli_track import assert_one_line_error, run_cli
 
 from facevid import demo
 from facevid.eval.reenactment import mouth_opening
@@ -185,8 +185,9 @@ def test_transfer_carries_the_drivers_head_pose(capsys, tmp_path, turning, photo
         errors[pose] = roll.mean(), place.mean()
     # measured with the bundled small model (driver's roll range 24°): carried 0.7° and 0.8 px
     # mean errors; still 7.7° and 13.6 px
-    print(f"head pose error, roll / position: carried {errors['carry'][0]:.2f}° {errors['carry'][1]:.1f} px, "
-          f"still {errors['still'][0]:.2f}° {errors['still'][1]:.1f} px; driver's roll range {np.ptp(_eye_line(truth)):.1f}°")
+    (carried, moved), (still, stayed) = errors["carry"], errors["still"]
+    print(f"head pose error, roll / position: carried {carried:.2f}° {moved:.1f} px, still {still:.2f}° "
+          f"{stayed:.1f} px; driver's roll range {np.ptp(_eye_line(truth)):.1f}°")
     assert np.ptp(_eye_line(truth)) > 15
     assert errors["carry"][0] < 2.0 and errors["carry"][1] < 3.0
     assert errors["still"][0] > 4.0 and errors["still"][1] > 6.0
@@ -216,3 +217,43 @@ def test_transfer_renders_the_face_at_the_sources_resolution(capsys, tmp_path, t
     # measured with the bundled small model: 0.93 rendered at the photo's resolution, 0.77 at 128
     print(f"sharpness of the face ÷ the photo's: rendered at 512 {ratio[512]:.2f}, at 128 {ratio[128]:.2f}")
     assert ratio[512] > 0.85 and ratio[512] > ratio[128] + 0.1
+
+
+@pytest.mark.weights
+def test_transfer_benchmark_scores_full_frames_between_its_baselines(capsys, tmp_path, turning):
+    """`facevid eval --pairs`: the moving clip drives itself from its first frame and drives
+    the still photo. On full output frames the model follows the head (motion error well under
+    copying's) and keeps the person; the landmark warp, exact for a rigid move, is far above
+    copying in PSNR against the real frames (scored against the wrong frames it would not be);
+    copying scores exactly 1 on motion and sharpness; the sheet is written."""
+    import json
+    import shutil
+
+    import cv2
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(turning[0], media / "turning.mp4")
+    cv2.imwrite(str(media / "photo.png"), cv2.cvtColor(demo.astronaut(), cv2.COLOR_RGB2BGR))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("# test pairs\nsource\tdriver\tkind\twhy\nturning.mp4\tturning.mp4\tself\titself\n"
+                     "photo.png\tturning.mp4\tcross\tmoving\n")
+    code, out, err = run_cli(capsys, "eval", "small", "--pairs", pairs, "--media", media, "--max-frames", 20,
+                             "--sheet", tmp_path / "bench.png", "--json")
+    assert code == 0, err
+    result = json.loads(out)["transfer"]
+    own = result["pairs"]["turning <- turning"]
+    model, copy, warp = own["facevid"], own["copy source"], own["landmark warp"]
+    print({k: {m: round(own[m][k], 3) for m in ("facevid", "copy source", "landmark warp")}
+           for k in ("psnr", "motion", "motion_no_head", "sharpness", "same_person")})
+    assert copy["motion"] == pytest.approx(1.0) and copy["sharpness"] == pytest.approx(1.0)
+    assert model["motion"] < 0.4 and warp["motion"] < 0.4
+    # measured with the bundled small model: PSNR 20.3 (copy 19.2, landmark warp 29.3); motion
+    # 0.10 (warp 0.04); sharpness 0.74 (warp 0.84)
+    assert warp["psnr"] > copy["psnr"] + 5 and model["psnr"] > copy["psnr"] and model["same_person"] == 1.0
+    assert result["pairs"]["photo <- turning"]["facevid"]["motion"] < 0.4
+    assert (tmp_path / "bench_transfer.png").is_file() and result["mean"]["facevid"]["frames"] == 20
+    for bad in (["--pairs", tmp_path / "none.tsv", "--media", media], ["--pairs", pairs],
+                ["--pairs", turning[0], "--media", media]):
+        code, _, err = run_cli(capsys, "eval", "small", *bad)
+        assert_one_line_error(code, err)

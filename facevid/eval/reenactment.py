@@ -20,7 +20,8 @@ import torch
 
 from facevid.config import ModelConfig
 from facevid.eval.baselines import landmark_warp
-from facevid.face.landmarks import LOWER_INNER_LIP, MOUTH, UPPER_INNER_LIP
+from facevid.face.attributes import mouth_opening  # noqa: F401  (here too: the eval's measure of it)
+from facevid.face.landmarks import MOUTH
 from facevid.io.arrays import unit_to_points
 from facevid.io.cache import Clip
 from facevid.model.facevid import FaceVid
@@ -100,17 +101,6 @@ class Scores:
 
 
 MOUTH_OPENS = 0.08   # a frame "opens the mouth" when its inner lips part this much more than frame 0's (/ IOD)
-
-
-def mouth_opening(marks: np.ndarray) -> float | np.ndarray:
-    """The gap between the inner lips of 68 landmarks, / inter-ocular distance: a float for
-    one set (68, 2), an array for a stack (..., 68, 2)."""
-    from facevid.face.identity import iod
-
-    marks = np.asarray(marks)
-    gap = np.linalg.norm(marks[..., UPPER_INNER_LIP, :] - marks[..., LOWER_INNER_LIP, :], axis=-1).mean(-1)
-    opening = gap / iod(marks)
-    return float(opening) if np.ndim(opening) == 0 else opening
 
 
 def reenact(model: FaceVid, source: np.ndarray, driver: np.ndarray, *, window: int = 16, steps: int | None = None,

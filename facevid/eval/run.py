@@ -9,36 +9,37 @@ from facevid.errors import InputError
 
 def evaluate(weights, *, data: str | Path | None = None, holdout: str | Path | None = None, max_frames: int = 100,
              max_clips: int = 0, steps: int | None = None, sheet: str | Path | None = None, cross: bool = False,
-             synthetic: bool = False, device: str = "cpu", force: bool = False) -> dict:
+             synthetic: bool = False, pairs: str | Path | None = None, media: str | Path | None = None,
+             transfer_options: dict | None = None, device: str = "cpu", force: bool = False) -> dict:
     """Self-reenactment (and with `cross` cross-reenactment) on the clips of a prepared cache
     (`holdout`: a file of the identities to use), and with `synthetic` the synthetic-head
-    benchmark: {"self_reenactment", "cross_reenactment", "synthetic"} (None where not run);
-    `sheet` writes PNGs of side-by-side frames (NAME.png, NAME_cross.png, NAME_synthetic.png)."""
+    benchmark, and with `pairs` (a pair list, its paths under `media`) the transfer benchmark on
+    full output frames (facevid.eval.transfer_bench; `transfer_options` go to `transfer`):
+    {"self_reenactment", "cross_reenactment", "synthetic", "transfer"} (None where not run);
+    `sheet` writes PNGs of side-by-side frames (NAME.png, NAME_cross.png, NAME_synthetic.png,
+    NAME_transfer.png: each pair's worst frames at the face's own pixels)."""
     from facevid.eval.factors import SYNTHETIC_COLUMNS, synthetic_benchmark
     from facevid.eval.reenactment import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
     from facevid.eval.report import save_grid
-    from facevid.io.cache import load_cache, read_identities
+    from facevid.eval.transfer_bench import PAIR_COLUMNS, read_pairs, transfer_benchmark
     from facevid.io.writer import check_output_path
     from facevid.weights import as_model
 
-    if data is None and not synthetic:
-        raise InputError("pass --data with the evaluation clips (or --synthetic for the synthetic benchmark alone)")
+    if data is None and not synthetic and pairs is None:
+        raise InputError("pass --data with the evaluation clips, --pairs with a transfer pair list, or --synthetic")
+    if (pairs is None) != (media is None):
+        raise InputError("--pairs and --media go together: the pair list and the folder its paths are under")
+    pair_list = read_pairs(pairs, media) if pairs is not None else []
     sheet = Path(sheet) if sheet is not None else None
     sheets = {"": SHEET_COLUMNS, **({"_cross": CROSS_COLUMNS} if cross and data is not None else {}),
-              **({"_synthetic": SYNTHETIC_COLUMNS} if synthetic else {})}
+              **({"_synthetic": SYNTHETIC_COLUMNS} if synthetic else {}),
+              **({"_transfer": PAIR_COLUMNS} if pair_list else {})}
     if sheet is not None:
         if sheet.suffix.lower() != ".png":
             raise InputError(f"--sheet must name a .png file, got {sheet.name}")
         for suffix in sheets:
             check_output_path(sheet.with_name(sheet.stem + suffix + sheet.suffix), force)
-    clips: list = []
-    if data is not None:
-        identities = read_identities(holdout)
-        clips = load_cache(data, include=set(identities) if identities else None)
-        clips = clips[:max_clips] if max_clips else clips
-        if not clips:
-            raise InputError(f"no evaluation clips in {data}"
-                             + (f" for the identities in {holdout}" if holdout else ""))
+    clips = _clips(data, holdout, max_clips)
     model = as_model(weights, device)
     rows: dict[str, list] = {suffix: [] for suffix in sheets}
     keep = (lambda suffix: rows[suffix]) if sheet else (lambda suffix: None)
@@ -48,12 +49,31 @@ def evaluate(weights, *, data: str | Path | None = None, holdout: str | Path | N
         "cross_reenactment": cross_reenactment(model, clips, max_frames=min(max_frames, 40), steps=steps,
                                                sheet_rows=keep("_cross")) if cross and clips else None,
         "synthetic": synthetic_benchmark(model, steps=steps, sheet_rows=keep("_synthetic")) if synthetic else None,
+        "transfer": transfer_benchmark(model, pair_list, max_frames=max_frames,
+                                       options={**({"steps": steps} if steps is not None else {}),
+                                                **(transfer_options or {})},
+                                       sheet_rows=keep("_transfer")) if pair_list else None,
     }
     result["clips"] = len(clips)
     for suffix, columns in sheets.items():
         if sheet and rows[suffix]:
-            save_grid(rows[suffix], sheet.with_name(sheet.stem + suffix + sheet.suffix), columns)
+            save_grid(rows[suffix], sheet.with_name(sheet.stem + suffix + sheet.suffix), columns,
+                      cell=256 if suffix == "_transfer" else 128)
     return result
+
+
+def _clips(data, holdout, max_clips: int) -> list:
+    """The evaluation clips of a prepared cache, only `holdout`'s identities where given."""
+    from facevid.io.cache import load_cache, read_identities
+
+    if data is None:
+        return []
+    identities = read_identities(holdout)
+    clips = load_cache(data, include=set(identities) if identities else None)
+    clips = clips[:max_clips] if max_clips else clips
+    if not clips:
+        raise InputError(f"no evaluation clips in {data}" + (f" for the identities in {holdout}" if holdout else ""))
+    return clips
 
 
 def tables(result: dict) -> str:
@@ -65,6 +85,10 @@ def tables(result: dict) -> str:
         parts.append(_cross(result["cross_reenactment"]))
     if result.get("synthetic"):
         parts.append(_synthetic(result["synthetic"]))
+    if result.get("transfer"):
+        from facevid.eval.transfer_bench import table
+
+        parts.append(table(result["transfer"]))
     return "\n\n".join(parts)
 
 

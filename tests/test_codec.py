@@ -251,7 +251,8 @@ BAD_FIELDS = [("model", "a\nb"), ("model", "x" * 201), ("model", ""), ("model", 
               ("flow_bits", 0), ("flow_components", -1), ("code_bits", 9), ("version", True), ("format", None)]
 
 
-@pytest.mark.parametrize("key, value", BAD_FIELDS, ids=[f"{k}={v!r}"[:40].replace(" ", "") for k, v in BAD_FIELDS])
+# plain ids: mutmut cannot pass ids with nested brackets or escapes on to pytest
+@pytest.mark.parametrize("key, value", BAD_FIELDS, ids=[f"{k}-{i}" for i, (k, _) in enumerate(BAD_FIELDS)])
 def test_reader_checks_every_header_field(tmp_path, key, value):
     path = _small_file(tmp_path / "x.fvl")
     path.write_bytes(with_header(path.read_bytes(), _set(**{key: value})))

@@ -45,15 +45,19 @@ class FaceFrame:
 
 
 def track_faces(frames: Iterable[Frame], tracker: FaceTracker, size: int, landmarks: Landmarks68 | None = None, *,
-                rest: tuple[np.ndarray, np.ndarray | None] | None = None) -> Iterator[FaceFrame]:
+                rest: tuple[np.ndarray, np.ndarray | None] | None = None, lookahead: int = 0) -> Iterator[FaceFrame]:
     """Follow the face through `frames` and cut its crop (and measure its 68 landmarks). A frame
     without a face carries the last face's crop and landmarks, or `rest` (a crop, landmarks)
-    before the first face (None: no crop)."""
+    before the first face (None: no crop). `lookahead` > 0 smooths the track without lag over
+    that many frames on either side (track.centred_smoothing; give an unsmoothed tracker)."""
     from facevid.face.crop import cut_crop
+    from facevid.face.track import centred_smoothing
 
     crop, points = rest if rest is not None else (None, None)
-    for frame in frames:
-        face = tracker.update(frame.image, frame.index, frame.time)
+    tracked = ((frame, tracker.update(frame.image, frame.index, frame.time)) for frame in frames)
+    if lookahead > 0:
+        tracked = centred_smoothing(tracked, tracker.spec.size, lookahead)
+    for frame, face in tracked:
         if face.found:
             crop = cut_crop(frame.image, face.transform, size)
             points = landmarks(frame.image, face, crop) if landmarks is not None else None

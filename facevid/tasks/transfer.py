@@ -95,15 +95,16 @@ class Transfer:
                                 sampler=sampler, source_render=source_render)
         self.paste = Paster(self.render, colour_match=colour_match) if paste else None
         self.frames = self.frames_without_face = 0
-        self.tracker = FaceTracker(self.backend, self.spec, face=driver_face)
+        # the driver's track is smoothed without lag (look-ahead), so the head's pose lands on time
+        self.tracker = FaceTracker(self.backend, self.spec, face=driver_face, smooth=False)
 
     def __call__(self, driver: Iterable[Frame]) -> Iterator[Frame]:
         from facevid.face.track import FaceTracker
         from facevid.io.video import Frame
 
         backgrounds = _source_frames(self.source(), FaceTracker(self.backend, self.spec, face=self.face))
-        faces = track_faces(driver, self.tracker, self.size, self.landmarks, rest=(self.source_crop,
-                                                                                  self.source_points))
+        faces = track_faces(driver, self.tracker, self.size, self.landmarks,
+                            rest=(self.source_crop, self.source_points), lookahead=LOOKAHEAD)
         first = change = None   # the driver's first face, and its head's change of pose since
         for chunk in windows(faces, self.window):   # until the driver shows a face, the source rests
             points = np.stack([f.points for f in chunk]) if self.landmarks else None
@@ -149,6 +150,7 @@ def transfer_frames(source: np.ndarray | Sequence[np.ndarray], driver: Iterable[
         raise NoFaceError(run.tracker.not_found(f"the driver ({run.frames} frames)"))
 
 
+LOOKAHEAD = 3   # frames of the driver's track read ahead: its smoothing then lags none
 POSES = ("carry", "still")   # the driver's head motion moves the source's head, or the head stays where it is
 
 

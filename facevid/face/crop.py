@@ -242,22 +242,18 @@ def native_side(matrix: np.ndarray, size: int, cap: int, multiple: int = 8) -> i
     return int(min(max(side, size), max(cap, size)))
 
 
-def _full(matrix: np.ndarray) -> np.ndarray:
-    return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
-
-
 def head_change(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
     """A head's change of pose from `reference` to `current` (each a frame→crop similarity of
     that frame), as the crop→crop similarity (2, 3) from the current crop to the reference's:
     it sends a facial point's crop position to where that point is now, in the reference's crop
     (a head moved d reference-crop pixels right gives a translation of +d)."""
-    return (_full(reference) @ np.linalg.inv(_full(current)))[:2]
+    return compose(np.asarray(reference, np.float64), invert_affine(np.asarray(current)))
 
 
 def moved_transform(transform: np.ndarray, change: np.ndarray) -> np.ndarray:
     """The frame→crop transform of the face of `transform` moved by `change` (head_change):
     a pixel of the moved face's crop lands where `change` sends it in the unmoved crop."""
-    return (np.linalg.inv(_full(change)) @ _full(transform))[:2]
+    return compose(invert_affine(np.asarray(change)), np.asarray(transform, np.float64))
 
 
 HEAD_REGION = ((0.0, 0.06), (0.72, 0.88))   # the face mask's ellipse, normalised crop units (centre, radii)
@@ -272,7 +268,7 @@ def move_head(image: np.ndarray, transform: np.ndarray, change: np.ndarray, size
     if np.abs(change - np.eye(2, 3)).max() < 1e-4:
         return image
     moved = moved_transform(transform, change)
-    back = np.linalg.inv(_full(transform)) @ np.linalg.inv(_full(change)) @ _full(transform)   # frame → frame
+    back = compose(invert_affine(transform), moved)   # frame → frame: where each moved pixel comes from
     (cx, cy), (rx, ry) = HEAD_REGION
     inner, outer = HEAD_FALLOFF
     # the frame region the moving part can reach: the outer ellipse's box, in the moved face's crop

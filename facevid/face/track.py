@@ -234,6 +234,11 @@ class OneEuroFilter:
         return self.value.copy()
 
 
+def continuous_angle(angle: float, previous: float) -> float:
+    """`angle` shifted by whole turns to lie within π of `previous` (continuous across ±π)."""
+    return previous + (angle - previous + math.pi) % (2 * math.pi) - math.pi
+
+
 @dataclass
 class TransformSmoother:
     """One-Euro smoothing of a frame→crop similarity in (centre, log side, angle) space.
@@ -254,9 +259,8 @@ class TransformSmoother:
         if self._filter is None:
             self._unit = math.exp(params[2])
             self._filter = OneEuroFilter(np.full(4, self.min_cutoff), np.full(4, self.beta))
-        else:  # keep the angle continuous across ±π
-            prev = self._filter.value[3]
-            params[3] = prev + (params[3] - prev + math.pi) % (2 * math.pi) - math.pi
+        else:
+            params[3] = continuous_angle(params[3], self._filter.value[3])
         scaled = params / np.array([self._unit, self._unit, 1.0, 1.0])
         smooth = self._filter(scaled, t) * np.array([self._unit, self._unit, 1.0, 1.0])
         return params_to_transform(smooth, self.size)
@@ -298,8 +302,8 @@ def centred_smoothing(stream: Iterable[tuple[T, "TrackedFace"]], size: int, radi
         if face.found:
             p = transform_to_params(face.transform, size)
             previous = next((q for q in reversed(params) if q is not None), None)
-            if previous is not None:   # keep the angle continuous across ±π
-                p[3] = previous[3] + (p[3] - previous[3] + math.pi) % (2 * math.pi) - math.pi
+            if previous is not None:
+                p[3] = continuous_angle(p[3], previous[3])
         buffer.append((item, face))
         params.append(p)
         if len(buffer) - 1 - out >= radius:   # the frame `radius` back has all its look-ahead

@@ -279,6 +279,7 @@ def evaluate(
     device: str = DEVICE,
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing sheets."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines;
     with --synthetic, factor errors after transfer between synthetic heads (no --data needed);
@@ -288,7 +289,8 @@ def evaluate(
 
     result = run_eval(weights, data=data, holdout=holdout, max_frames=max_frames, max_clips=max_clips, steps=steps,
                       sheet=sheet, cross=cross, synthetic=synthetic, pairs=pairs, media=media,
-                      transfer_options={"pose": pose, "render_size": render_size}, device=device, force=force)
+                      transfer_options={"pose": pose, "render_size": render_size}, device=device, force=force,
+                      progress=not quiet)
     if as_json:
         print(json.dumps(result, indent=1))
     else:

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 
-def _columns(total: int | None, unit: str) -> list:
-    """The bar's columns; the rate column shows nothing until rich has measured a speed."""
+def _columns(total: int | None, unit: str | None) -> list:
+    """The bar's columns; the rate column (none without a `unit`) shows nothing until rich has measured a speed."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -25,13 +25,14 @@ def _columns(total: int | None, unit: str) -> list:
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn() if total else TextColumn(
         "{task.completed}")]
-    return columns + [RateColumn(), TimeElapsedColumn()] + ([TimeRemainingColumn()] if total else [])
+    return columns + ([RateColumn()] if unit else []) + [TimeElapsedColumn()] + ([TimeRemainingColumn()] if total else [])
 
 
 @contextmanager
 def progress_bar(description: str, total: int | None, *, enabled: bool = True,
-                 unit: str = "fps") -> Iterator[Callable[[int], None]]:
-    """Yield an `advance(n)` callable; draws on stderr only when it is a terminal (`unit`: the rate's)."""
+                 unit: str | None = "fps") -> Iterator[Callable[[int], None]]:
+    """Yield an `advance(n)` callable; draws on stderr only when it is a terminal (`unit`: the rate's;
+    None for steps too slow for a rate to mean much)."""
     if not (enabled and sys.stderr.isatty()):
         yield lambda n=1: None
         return

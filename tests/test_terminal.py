@@ -49,3 +49,14 @@ def test_prepare_train_and_train_mouth_draw_a_bar(tmp_path, moving_clip, cache, 
     code, shown = run_in_terminal("train-mouth", cache, "--weights", tiny_weights, "-o", tmp_path / "m.safetensors",
                                   "--run-dir", tmp_path / "mouth", "--steps", 2, "--batch", 2)
     assert_bar(code, shown, "mouth data")
+
+
+def test_eval_pairs_draws_a_bar(tmp_path, moving_clip, tiny_weights):
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(moving_clip[0], media / "moving.mp4")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("source\tdriver\tkind\nmoving.mp4\tmoving.mp4\tself\n")
+    code, shown = run_in_terminal("eval", tiny_weights, "--pairs", pairs, "--media", media, "--max-frames", 6)
+    assert_bar(code, shown, "transfer benchmark")
+    assert "| facevid |" in shown   # the table follows the bar

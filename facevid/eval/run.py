@@ -10,11 +10,13 @@ from facevid.errors import InputError
 def evaluate(weights, *, data: str | Path | None = None, holdout: str | Path | None = None, max_frames: int = 100,
              max_clips: int = 0, steps: int | None = None, sheet: str | Path | None = None, cross: bool = False,
              synthetic: bool = False, pairs: str | Path | None = None, media: str | Path | None = None,
-             transfer_options: dict | None = None, device: str = "cpu", force: bool = False) -> dict:
+             transfer_options: dict | None = None, device: str = "cpu", force: bool = False,
+             progress: bool = False) -> dict:
     """Self-reenactment (and with `cross` cross-reenactment) on the clips of a prepared cache
     (`holdout`: a file of the identities to use), and with `synthetic` the synthetic-head
     benchmark, and with `pairs` (a pair list, its paths under `media`) the transfer benchmark on
-    full output frames (facevid.eval.transfer_bench; `transfer_options` go to `transfer`):
+    full output frames (facevid.eval.transfer_bench; `transfer_options` go to `transfer`; `progress`
+    draws its bar on a terminal):
     {"self_reenactment", "cross_reenactment", "synthetic", "transfer"} (None where not run);
     `sheet` writes PNGs of side-by-side frames (NAME.png, NAME_cross.png, NAME_synthetic.png,
     NAME_transfer.png: each pair's worst frames at the face's own pixels)."""
@@ -52,7 +54,7 @@ def evaluate(weights, *, data: str | Path | None = None, holdout: str | Path | N
         "transfer": transfer_benchmark(model, pair_list, max_frames=max_frames,
                                        options={**({"steps": steps} if steps is not None else {}),
                                                 **(transfer_options or {})},
-                                       sheet_rows=keep("_transfer")) if pair_list else None,
+                                       sheet_rows=keep("_transfer"), progress=progress) if pair_list else None,
     }
     result["clips"] = len(clips)
     for suffix, columns in sheets.items():

@@ -342,15 +342,18 @@ def _worst_rows(pair, source, src_marks, driver, drv_marks, outputs, measured, c
 
 
 def transfer_benchmark(model, pairs: list[Pair], *, max_frames: int = 100, options: dict | None = None,
-                       sheet_rows: list | None = None, progress=None) -> dict:
-    """{"pairs": {name: {method: row, "_driver": ...}}, "mean": {method: row}}."""
+                       sheet_rows: list | None = None, progress: bool = False) -> dict:
+    """{"pairs": {name: {method: row, "_driver": ...}}, "mean": {method: row}}; `progress` draws a
+    bar over the pairs on a terminal."""
+    from facevid.progress import progress_bar
+
     meter = FrameMeter()
     per_pair = {}
-    for pair in pairs:
-        per_pair[pair.name] = {"kind": pair.kind, **score_pair(model, pair, meter, max_frames=max_frames,
-                                                             options=options or {}, sheet_rows=sheet_rows)}
-        if progress is not None:
-            progress(pair.name)
+    with progress_bar("transfer benchmark", len(pairs), enabled=progress, unit=None) as advance:
+        for pair in pairs:
+            per_pair[pair.name] = {"kind": pair.kind, **score_pair(model, pair, meter, max_frames=max_frames,
+                                                                 options=options or {}, sheet_rows=sheet_rows)}
+            advance(1)
     mean = {}
     for method in METHODS:
         rows = [p[method] for p in per_pair.values()]

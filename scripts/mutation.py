@@ -6,9 +6,10 @@
 files; results are kept in mutants/ and only changed functions run again), then prints a table
 per module: mutants, killed, survived, timeouts, and the score; `--survivors` lists each
 survivor's diff. `--sample K` runs one mutant in K of every module, chosen by a hash of its name
-(the same sample each time: a full run of the nine modules takes about 3 hours on 2 cores, a
-third of them one). Torch runs on one thread: mutmut forks its test process, and a forked child
-of a process whose OpenMP pool has started hangs (what the first attempt's timeouts were).
+(the same sample each time; mutants with a result are not run again unless `--again`). Each
+mutant's tests run fastest first (mutmut stops at the first failure). Torch runs on one thread:
+mutmut forks its test process, and a forked child of a process whose OpenMP pool has started
+hangs (what the first attempt's timeouts were).
 """
 
 from __future__ import annotations
@@ -25,12 +26,39 @@ MODULES = ["facevid.io.fvl", "facevid.model.quantize", "facevid.sampling", "face
            "facevid.face.track"]
 
 
+# mutmut, its tests run fastest first: each mutant runs the tests that cover its function and stops
+# at the first failure (-x), so a mutant a 0.1-s test kills need not wait for a 40-s one first
+_FASTEST_FIRST = """
+import sys
+from mutmut.__main__ import cli
+from mutmut.runners import harness
+from mutmut.state import state
+
+regular = harness.PytestRunner._pytest_args_regular_run
+
+def fastest_first(self, tests):
+    return regular(self, sorted(tests, key=lambda test: state().duration_by_test.get(test, 0.0)))
+
+harness.PytestRunner._pytest_args_regular_run = fastest_first
+sys.argv[0] = "mutmut"
+cli()
+"""
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+
+
 def mutmut(*args: str, check: bool = True) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "mutmut", *args], env=env, text=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "mutmut", *args], env=ENV, text=True, capture_output=True)
     if check and done.returncode:
         sys.exit(f"mutmut {' '.join(args)} failed:\n{done.stderr[-2000:]}")
     return done.stdout
+
+
+def mutmut_run(*args: str) -> None:
+    """`mutmut run ARGS`, fastest tests first, its progress shown as it goes; a failure is reported
+    (mutmut exits non-zero when it finds survivors too, so only a missing table stops us)."""
+    done = subprocess.run([sys.executable, "-c", _FASTEST_FIRST, "run", *args], env=ENV)
+    if done.returncode:
+        print(f"mutmut run exited with {done.returncode}", file=sys.stderr)
 
 
 def results() -> dict[str, dict[str, str]]:
@@ -54,15 +82,19 @@ def main() -> None:
     parser.add_argument("--survivors", action="store_true", help="print each survivor's diff")
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--sample", type=int, default=1, metavar="K", help="run (and count) one mutant in K")
+    parser.add_argument("--again", action="store_true", help="with --sample: rerun mutants that have a result")
     args = parser.parse_args()
     if args.run and args.sample > 1:
         # generate the mutants and the test statistics (a pattern that names no mutant stops there)
-        mutmut("run", "--max-children", str(args.children), "facevid.no_such_module.*", check=False)
-        names = [name for module in args.modules for name in results().get(module, {}) if in_sample(name, args.sample)]
-        mutmut("run", "--max-children", str(args.children), *names, check=False)
+        mutmut_run("--max-children", str(args.children), "facevid.no_such_module.*")
+        names = [name for module in args.modules for name, status in results().get(module, {}).items()
+                 if in_sample(name, args.sample) and (args.again or status == "not checked")]
+        print(f"{len(names)} mutants to run", flush=True)
+        if names:
+            mutmut_run("--max-children", str(args.children), *names)
     elif args.run:
         for module in args.modules:
-            mutmut("run", "--max-children", str(args.children), f"{module}.*", check=False)
+            mutmut_run("--max-children", str(args.children), f"{module}.*")
     table = {module: {name: status for name, status in mutants.items() if in_sample(name, args.sample)}
              for module, mutants in results().items()}
     print("| module | mutants | killed | survived | timeout | not checked | score |\n|---|---|---|---|---|---|---|")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -278,6 +280,53 @@ def test_move_head_moves_the_head_and_leaves_the_far_background():
     assert np.abs(photo[face].astype(int) - moved[face]).mean() > 15            # (and that is a change)
     assert np.array_equal(out[400:], photo[400:]) and np.array_equal(out[:, :60], photo[:, :60])
     assert C.move_head(photo, matrix, np.eye(2, 3), 128) is photo
+
+
+@pytest.mark.parametrize("move", ["roll", "down", "up"])
+def test_head_motion_map_moves_the_head_and_leaves_the_shoulders(move):
+    """A head rolled 10° or moved an eighth of its crop: rigid inside the face, the background
+    beside the head following part of the way, the collar below the chin (1.7 radii) all but
+    still, and no fold anywhere (the map's Jacobian stays positive: the neck stretches)."""
+    photo = demo.astronaut()
+    matrix = C.align_transform(demo.ASTRONAUT_LANDMARKS, C.CropSpec(size=128))
+    angle = math.radians(10) if move == "roll" else 0.0
+    dy = {"roll": 0.0, "down": 16.0, "up": -16.0}[move]
+    c, s_ = math.cos(angle), math.sin(angle)
+    change = np.array([[c, -s_, 64 - 64 * c + 64 * s_], [s_, c, 64 - 64 * s_ - 64 * c + dy]])   # about the centre
+    (x0, y0), map_x, map_y = C.head_motion_map(photo.shape, matrix, change, 128)
+    back = C.compose(C.invert_affine(matrix), C.moved_transform(matrix, change))
+    (cx, cy), (rx, ry) = C.HEAD_REGION
+    moved = C.moved_transform(matrix, change)
+
+    def at(u, v):   # a point given in the moved face's normalised crop units: (its shift, the rigid shift)
+        x, y = C.transform_points(C.invert_affine(moved), np.array([[((u + 1) * 128 - 1) / 2,
+                                                                        ((v + 1) * 128 - 1) / 2]]))[0]
+        i, j = int(round(y)) - y0, int(round(x)) - x0
+        rigid = C.transform_points(back, np.array([[x0 + j, y0 + i]], np.float64))[0] - [x0 + j, y0 + i]
+        return np.array([map_x[i, j] - (x0 + j), map_y[i, j] - (y0 + i)]), rigid
+
+    shift, rigid = at(cx, cy + 0.5 * ry)
+    assert np.linalg.norm(rigid) > 3 and np.abs(shift - rigid).max() < 1e-3        # inside: rigid
+    shift, rigid = at(cx, cy + 1.7 * ry)
+    assert np.linalg.norm(shift) < 0.05 * np.linalg.norm(rigid)                    # the collar stays
+    shift, rigid = at(cx + 1.5 * rx, cy - 0.2 * ry)
+    assert 0.1 < np.linalg.norm(shift) / np.linalg.norm(rigid) < 0.9               # beside: part of the way
+    jacobian = np.gradient(map_x, axis=1) * np.gradient(map_y, axis=0) - \
+        np.gradient(map_x, axis=0) * np.gradient(map_y, axis=1)
+    assert jacobian.min() > 0.05
+
+
+def test_limit_head_change_holds_large_moves_and_passes_small_ones():
+    def similarity(scale, degrees, shift):   # about the crop's centre (63.5, 63.5), then shifted
+        a = math.radians(degrees)
+        lin = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        return np.hstack([lin, (np.array([63.5, 63.5]) + shift - lin @ [63.5, 63.5])[:, None]])
+
+    small = similarity(1.1, -12.0, np.array([5.0, -9.0]))
+    assert np.allclose(C.limit_head_change(small, 128), small)
+    held = C.limit_head_change(similarity(1.6, 50.0, np.array([60.0, 80.0])), 128)
+    assert np.allclose(held, similarity(1.25, 30.0, np.array([0.6, 0.8]) * 0.15 * 128))
+    assert np.allclose(C.limit_head_change(similarity(0.5, -45.0, np.zeros(2)), 128), similarity(0.8, -30.0, np.zeros(2)))
 
 
 def test_centred_smoothing_has_no_lag_and_less_jitter():

@@ -256,17 +256,39 @@ def moved_transform(transform: np.ndarray, change: np.ndarray) -> np.ndarray:
     return compose(invert_affine(np.asarray(change)), np.asarray(transform, np.float64))
 
 
+HEAD_LIMITS = (0.15, 30.0, 1.25)   # the carried head's largest shift (× crop side), roll (°) and zoom (or 1/zoom)
+
+
+def limit_head_change(change: np.ndarray, size: int, limits: tuple[float, float, float] = HEAD_LIMITS
+                      ) -> np.ndarray:
+    """`change` (head_change, a crop→crop similarity) with its shift of the crop's centre, its
+    rotation and its zoom each held within `limits`: a head carried further would pull the face
+    off its neck, fold the stretched neck (head_motion_map) or leave the face's region."""
+    change = np.asarray(change, np.float64)
+    scale = math.hypot(change[0, 0], change[1, 0])
+    angle = math.atan2(change[1, 0], change[0, 0])
+    centre = np.array([(size - 1) / 2] * 2)
+    shift = change[:, :2] @ centre + change[:, 2] - centre
+    max_shift, max_roll, max_zoom = limits
+    length = float(np.hypot(*shift))
+    shift = shift * min(1.0, max_shift * size / max(length, 1e-12))
+    angle = float(np.clip(angle, -math.radians(max_roll), math.radians(max_roll)))
+    scale = float(np.clip(scale, 1 / max_zoom, max_zoom))
+    lin = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return np.hstack([lin, (centre + shift - lin @ centre)[:, None]])
+
+
 HEAD_REGION = ((0.0, 0.06), (0.72, 0.88))   # the face mask's ellipse, normalised crop units (centre, radii)
 HEAD_FALLOFF = (1.05, 2.0)   # the background moves with the head inside this many radii, not beyond the second
+BODY_FALLOFF = 1.6           # ... below the chin, not beyond this many: the neck stretches, the shoulders stay
 
 
-def move_head(image: np.ndarray, transform: np.ndarray, change: np.ndarray, size: int) -> np.ndarray:
-    """`image` with its head (the face of the frame→crop `transform`, crop side `size`) moved by
-    `change` (head_change) and the background around it following smoothly: rigid inside the
-    face ellipse, fading to still over the next radius (where the head leaves, the background
-    is stretched over the gap rather than torn; the head's old edge does not stay behind)."""
-    if np.abs(change - np.eye(2, 3)).max() < 1e-4:
-        return image
+def head_motion_map(shape: tuple[int, ...], transform: np.ndarray, change: np.ndarray, size: int
+                    ) -> tuple[tuple[int, int], np.ndarray, np.ndarray] | None:
+    """Where move_head takes each pixel of the frame region the moved head can reach from:
+    ((x0, y0), map_x, map_y), the maps float32 frame coordinates over the region from (x0, y0);
+    None when the region is empty. Rigid inside the face ellipse, fading to still by
+    HEAD_FALLOFF[1] radii to the sides and above and by BODY_FALLOFF radii below the chin."""
     moved = moved_transform(transform, change)
     back = compose(invert_affine(transform), moved)   # frame → frame: where each moved pixel comes from
     (cx, cy), (rx, ry) = HEAD_REGION
@@ -274,22 +296,37 @@ def move_head(image: np.ndarray, transform: np.ndarray, change: np.ndarray, size
     # the frame region the moving part can reach: the outer ellipse's box, in the moved face's crop
     corners = np.array([[cx - rx * outer, cy - ry * outer], [cx + rx * outer, cy - ry * outer],
                         [cx - rx * outer, cy + ry * outer], [cx + rx * outer, cy + ry * outer]])
-    to_frame = invert_affine(moved)
-    box = transform_points(to_frame, ((corners + 1) * size - 1) / 2)
-    h, w = image.shape[:2]
+    box = transform_points(invert_affine(moved), ((corners + 1) * size - 1) / 2)
+    h, w = shape[:2]
     x0, y0 = np.maximum(np.floor(box.min(0)).astype(int), 0)
     x1, y1 = np.minimum(np.ceil(box.max(0)).astype(int) + 1, [w, h])
     if x1 <= x0 or y1 <= y0:
-        return image
+        return None
     xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
     u = (2 * (moved[0, 0] * xs + moved[0, 1] * ys + moved[0, 2]) + 1) / size - 1
     v = (2 * (moved[1, 0] * xs + moved[1, 1] * ys + moved[1, 2]) + 1) / size - 1
     r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
-    t = np.clip((r - inner) / (outer - inner), 0.0, 1.0)
+    below = np.clip((v - cy) / ry, 0.0, 1.0)   # 0 level with the face's centre and above, 1 at the chin and under
+    reach = outer + (BODY_FALLOFF - outer) * below * below * (3 - 2 * below)
+    t = np.clip((r - inner) / (reach - inner), 0.0, 1.0)
     weight = 1.0 - t * t * (3 - 2 * t)
     map_x = xs + weight * (back[0, 0] * xs + back[0, 1] * ys + back[0, 2] - xs)
     map_y = ys + weight * (back[1, 0] * xs + back[1, 1] * ys + back[1, 2] - ys)
+    return (int(x0), int(y0)), map_x.astype(np.float32), map_y.astype(np.float32)
+
+
+def move_head(image: np.ndarray, transform: np.ndarray, change: np.ndarray, size: int) -> np.ndarray:
+    """`image` with its head (the face of the frame→crop `transform`, crop side `size`) moved by
+    `change` (head_change) and the background around it following smoothly (head_motion_map:
+    where the head leaves, the background is stretched over the gap rather than torn; the
+    head's old edge does not stay behind; the shoulders stay where they are)."""
+    if np.abs(change - np.eye(2, 3)).max() < 1e-4:
+        return image
+    mapped = head_motion_map(image.shape, transform, change, size)
+    if mapped is None:
+        return image
+    (x0, y0), map_x, map_y = mapped
     out = image.copy()
-    out[y0:y1, x0:x1] = cv2.remap(image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REPLICATE)
+    out[y0:y0 + map_x.shape[0], x0:x0 + map_x.shape[1]] = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR,
+                                                                   borderMode=cv2.BORDER_REPLICATE)
     return out

@@ -18,7 +18,15 @@ import numpy as np
 
 from facevid.config import DEFAULT_MOTION
 from facevid.errors import ConfigError, NoFaceError
-from facevid.face.crop import cut_crop, head_change, move_head, moved_transform, native_side, rescale_transform
+from facevid.face.crop import (
+    cut_crop,
+    head_change,
+    limit_head_change,
+    move_head,
+    moved_transform,
+    native_side,
+    rescale_transform,
+)
 from facevid.io.arrays import as_rgb
 from facevid.pipeline import MOTION_SOURCES, Animator, Paster, crop_spec, track_faces, windows
 from facevid.tasks.summary import TaskSummary
@@ -114,7 +122,7 @@ class Transfer:
                 self.frames_without_face += not f.found
                 if self.carry and f.found:
                     first = f.transform if first is None else first
-                    change = head_change(first, f.transform)
+                    change = limit_head_change(head_change(first, f.transform), self.size)
                 yield Frame(f.index, f.time, self._paste(image, crop, transform, change) if self.paste else crop)
 
     def _paste(self, image: np.ndarray, crop: np.ndarray, transform: np.ndarray | None,

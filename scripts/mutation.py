@@ -29,6 +29,7 @@ MODULES = ["facevid.io.fvl", "facevid.model.quantize", "facevid.sampling", "face
 # mutmut, its tests run fastest first: each mutant runs the tests that cover its function and stops
 # at the first failure (-x), so a mutant a 0.1-s test kills need not wait for a 40-s one first
 _FASTEST_FIRST = """
+import os
 import sys
 from mutmut.__main__ import cli
 from mutmut.runners import harness
@@ -40,6 +41,11 @@ def fastest_first(self, tests):
     return regular(self, sorted(tests, key=lambda test: state().duration_by_test.get(test, 0.0)))
 
 harness.PytestRunner._pytest_args_regular_run = fastest_first
+if os.environ.get("MUTATION_TRUST_CLEAN"):   # the unmutated suite is known to pass: skip mutmut's clean run
+    from mutmut.workers import isolation
+    for runner in vars(isolation).values():
+        if isinstance(runner, type) and "run_clean_tests" in vars(runner):
+            runner.run_clean_tests = lambda self, tests: 0
 sys.argv[0] = "mutmut"
 cli()
 """
@@ -53,10 +59,12 @@ def mutmut(*args: str, check: bool = True) -> str:
     return done.stdout
 
 
-def mutmut_run(*args: str) -> None:
-    """`mutmut run ARGS`, fastest tests first, its progress shown as it goes; a failure is reported
-    (mutmut exits non-zero when it finds survivors too, so only a missing table stops us)."""
-    done = subprocess.run([sys.executable, "-c", _FASTEST_FIRST, "run", *args], env=ENV)
+def mutmut_run(*args: str, trust_clean: bool = False) -> None:
+    """`mutmut run ARGS`, fastest tests first, its progress shown as it goes (`trust_clean`: skip
+    its run of the unmutated tests); a failure is reported, not fatal (mutmut exits non-zero
+    when it finds survivors too)."""
+    env = {**ENV, "MUTATION_TRUST_CLEAN": "1"} if trust_clean else ENV
+    done = subprocess.run([sys.executable, "-c", _FASTEST_FIRST, "run", *args], env=env)
     if done.returncode:
         print(f"mutmut run exited with {done.returncode}", file=sys.stderr)
 
@@ -83,15 +91,20 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--sample", type=int, default=1, metavar="K", help="run (and count) one mutant in K")
     parser.add_argument("--again", action="store_true", help="with --sample: rerun mutants that have a result")
+    parser.add_argument("--trust-clean", action="store_true",
+                        help="skip mutmut's run of the unmutated tests (they are known to pass)")
     args = parser.parse_args()
     if args.run and args.sample > 1:
-        # generate the mutants and the test statistics (a pattern that names no mutant stops there)
-        mutmut_run("--max-children", str(args.children), "facevid.no_such_module.*")
+        # generate the mutants and the test statistics (a pattern that names no mutant stops there);
+        # the clean tests then ran once, and the sample's run need not repeat them
+        fresh = not os.path.exists("mutants/mutmut-stats.json")
+        if fresh:
+            mutmut_run("--max-children", str(args.children), "facevid.no_such_module.*")
         names = [name for module in args.modules for name, status in results().get(module, {}).items()
                  if in_sample(name, args.sample) and (args.again or status == "not checked")]
         print(f"{len(names)} mutants to run", flush=True)
         if names:
-            mutmut_run("--max-children", str(args.children), *names)
+            mutmut_run("--max-children", str(args.children), *names, trust_clean=fresh or args.trust_clean)
     elif args.run:
         for module in args.modules:
             mutmut_run("--max-children", str(args.children), f"{module}.*")

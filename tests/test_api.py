@@ -77,6 +77,10 @@ def test_frame_level_transfer_is_the_file_task(tmp_path, tiny_weights, photo, mo
     assert max(np.abs(a.astype(int) - image).max() for a in made) > 20   # it is not the photo held still
     with pytest.raises(facevid.InputError):
         next(facevid.transfer_frames(image.astype(float), driver, model=model))
+    # a weights file for a model (on the default device), and a driver with no face: the error says so
+    blank = [np.zeros_like(driver[0])] * 3
+    with pytest.raises(facevid.NoFaceError, match="the driver [(]3 frames[)]"):
+        list(facevid.transfer_frames(image, blank, model=str(tiny_weights)))
 
 
 def test_frame_level_codec_is_the_file_task(tmp_path, tiny_weights, moving_clip):

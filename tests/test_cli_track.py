@@ -54,6 +54,12 @@ def test_track_writes_video_crops_and_json(capsys, tmp_path, moving_clip):
     first = doc["frames"][0]
     assert first["found"] and len(first["landmarks"]) == 5 and np.array(first["transform"]).shape == (2, 3)
     assert np.abs(np.array(first["landmarks"]) - truth[0]).max() < 6
+    # every record has the documented fields; the box holds the true landmarks, the score is the detector's
+    assert set(first) == {"index", "time", "found", "detected", "faces_seen", "box", "score", "landmarks",
+                          "landmarks68", "transform"}
+    (x0, y0, x1, y1), marks = first["box"], np.array(first["landmarks"])
+    assert x0 < marks[:, 0].min() and marks[:, 0].max() < x1 and y0 < marks[:, 1].min() and marks[:, 1].max() < y1
+    assert first["detected"] and first["faces_seen"] == 1 and first["score"] is not None
 
 
 def test_track_counts_frames_without_face(capsys, tmp_path, moving_clip):

@@ -37,6 +37,12 @@ def test_motion_and_temporal_measures():
     moving[:, 48:68, 1] += np.arange(5)[:, None]
     assert motion_error(moving, moving) == 0
     assert motion_error(base, moving) > 0
+    # in the driver's first frame's eye distances (10 px): the mouth 2 px off on average
+    assert motion_error(base, moving) == pytest.approx(np.arange(5).mean() * 20 / 68 / 10)
+    zoomed = moving.copy()
+    zoomed[1:] *= 2   # the eyes' distance doubles after frame 0: the first frame's still sets the unit
+    assert motion_error(zoomed, zoomed) == 0 and motion_error(moving, zoomed) == pytest.approx(
+        np.linalg.norm(zoomed - zoomed[:1] - (moving - moving[:1]), axis=-1).mean() / 10)
     assert jitter(moving) == 0
     e = np.random.default_rng(0).normal(size=(4, 128))
     assert np.allclose(temporal_identity(np.repeat(e[:1], 4, 0)), 1.0)
@@ -162,7 +168,9 @@ def test_eval_cross_cli(capsys, tmp_path, tiny_weights):
     assert code == 0, err
     result = json.loads(out)
     cross = result["cross_reenactment"]
-    assert {"model", "copy source"} <= set(cross)
+    assert set(cross) == {"model", "copy source", "paste driver", "landmark warp"}
+    # the driver pasted as it is: its motion is the driver's exactly, its identity over time the driver's own
+    assert cross["paste driver"]["motion"] == 0 and cross["paste driver"]["tl_id"] == pytest.approx(1.0)
     for row in cross.values():
         assert {"identity", "same_person", "motion", "jitter", "tl_id", "tg_id"} <= set(row)
         assert all(np.isfinite(v) for v in row.values() if isinstance(v, float))

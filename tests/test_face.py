@@ -351,3 +351,13 @@ def test_centred_smoothing_has_no_lag_and_less_jitter():
     error = lambda p: np.abs(p - truth[found])[:, :2].mean()
     bias = lambda p: (p - truth[found])[5:, 0].mean()
     assert error(centred) < 0.75 * error(noisy[found]) and abs(bias(centred)) < 0.3 < abs(bias(lagged))
+
+
+def test_face_alignment_weights_are_looked_for_where_torch_keeps_them(monkeypatch, tmp_path):
+    from facevid.face.track import face_alignment_weights
+
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert {p.parent for p in face_alignment_weights()} == {tmp_path / "xdg" / "torch" / "hub" / "checkpoints"}
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    assert {p.parent for p in face_alignment_weights()} == {tmp_path / "th" / "hub" / "checkpoints"}

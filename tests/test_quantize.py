@@ -192,3 +192,11 @@ def test_the_presets_quantizer_charges_only_a_rate_above_its_target():
     above = cfg.rate_weight * (high.bits_soft - cfg.rate_target) ** 2
     sharpness = cfg.vq_sharpness * cfg.vq_groups * high.sample_entropy
     assert high.rate_loss.item() == pytest.approx((above + sharpness).item(), rel=1e-4)
+
+
+def test_gumbel_noise_is_finite_even_where_the_uniform_draw_is_zero(monkeypatch):
+    """torch.rand draws from [0, 1): an exact 0 must not become an infinite Gumbel sample."""
+    from facevid.model import quantize
+
+    monkeypatch.setattr(quantize.torch, "rand", lambda shape, **kw: torch.zeros(shape))
+    assert torch.isfinite(quantize._gumbel_noise(torch.Size([4]), None, torch.device("cpu"))).all()

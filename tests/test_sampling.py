@@ -256,6 +256,29 @@ def test_guidance_falls_back_to_two_calls():
     torch.testing.assert_close(out, net(x, sigma, label=0.0) + 2 * (1 - 0.0))
 
 
+def test_guidance_batches_per_sample_vectors_and_keeps_distinct_settings_apart():
+    """A per-sample condition of one dimension (B,) goes into the one 2B forward; two settings
+    that cannot be compared (numpy arrays) are not taken for the same: two calls, each its own."""
+    import numpy as np
+
+    x = torch.ones(3, 2, dtype=F64)
+    sigma = torch.ones(3, dtype=F64)
+    calls = []
+
+    def net(x, sigma, label, extra=None):
+        calls.append(x.shape[0])
+        return x * (label[:, None] if label.ndim == 1 else label) + (0 if extra is None else float(extra.sum()))
+
+    label_c, label_u = torch.tensor([1.0, 2.0, 3.0], dtype=F64), torch.zeros(3, dtype=F64)
+    out = guided(net, 2.0, {"label": label_c}, {"label": label_u})(x, sigma)
+    assert calls == [6]
+    torch.testing.assert_close(out, 2 * x * label_c[:, None])
+    calls.clear()
+    out = guided(net, 2.0, {"label": label_c, "extra": np.ones(2)}, {"label": label_u, "extra": np.zeros(2)})(x, sigma)
+    assert calls == [3, 3]
+    torch.testing.assert_close(out, 2 * (x * label_c[:, None] + 2.0))   # D_u = 0, D_c = x·label + 2
+
+
 def test_guided_sampling_scale_one_calls_once_per_step():
     net = CountingDenoiser()
     cond = {"label": torch.full((4, 2), 0.5, dtype=F64)}

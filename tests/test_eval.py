@@ -179,3 +179,61 @@ def test_eval_cross_cli(capsys, tmp_path, tiny_weights):
 
     printed = tables(result)
     assert "cross-reenactment" in printed and "| copy source |" in printed and "self-reenactment" in printed
+
+
+def test_jitter_and_temporal_identity_on_known_values():
+    marks = np.zeros((3, 68, 2))
+    marks[:, 42:48, 0] = 10                           # eye distance 10
+    marks[:, :, 1] += (np.arange(3.0) ** 2)[:, None]  # every point accelerates: second difference 2 px
+    assert jitter(marks) == pytest.approx(2 / 10)
+    e = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 2.0]])   # cosines 0.6 (0-1), 0.8 (1-2), 0 (0-2)
+    local, overall = temporal_identity(e)
+    assert local == pytest.approx(0.7) and overall == pytest.approx(1.4 / 3)
+
+
+def test_mouth_psnr_looks_only_at_the_mouths_box():
+    real = np.zeros((64, 64, 3), np.uint8)
+    fake = real.copy()
+    fake[50:] = 200                                   # changed below the mouth's box only
+    mouth = np.array([[20.0, 30.0], [44.0, 30.0], [32.0, 38.0]])
+    scores = Scores()
+    scores.add_mouth("m", real, fake, mouth)
+    assert scores.table()["m"]["mouth_psnr"] > 140   # identical there (the mse is floored at 1e-10)
+    fake[36, 32] = 255                                # and a change inside it counts
+    scores.add_mouth("n", real, fake, mouth)
+    assert scores.table()["n"]["mouth_psnr"] < 60
+
+
+def test_self_reenactment_makes_each_row_as_named(tmp_path, tiny_weights, monkeypatch):
+    """Each row of the table is made with the settings its name gives (the model with the steps
+    asked for, the 1-step mean, the warp alone from landmarks, keypoints and codes); the model's
+    frames/s sums every clip's time; the share of real frames without a face is over all clips."""
+    from types import SimpleNamespace
+
+    from facevid.eval import reenactment as R
+    from facevid.io.cache import load_cache
+
+    cache = tmp_path / "cache"
+    write_synthetic_cache(cache, clips=2, frames=6, size=32, seed=7)
+    calls = []
+    reenact, reconstruct, score = R.reenact, R.reconstruct, R._score_clip
+
+    def spy_reenact(model, source, driver, **kw):
+        calls.append((kw.get("steps"), kw.get("motion")))
+        return reenact(model, source, driver, **kw)
+
+    def spy_reconstruct(model, frames, **kw):
+        calls.append(("reconstruct", kw.get("steps")))
+        return reconstruct(model, frames, **kw)
+
+    clock = iter(range(10_000))
+    monkeypatch.setattr(R, "reenact", spy_reenact)
+    monkeypatch.setattr(R, "reconstruct", spy_reconstruct)
+    monkeypatch.setattr(R, "_score_clip", lambda *args: (3, score(*args)[1]))   # 3 face-less real frames a clip
+    monkeypatch.setattr(R, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))   # 1 s a reading
+    clips = load_cache(cache)
+    table = R.self_reenactment(load_weights(tiny_weights), clips, max_frames=5, steps=2)
+    assert calls == [(2, None), ("reconstruct", 2), (1, None), (0, None), (0, "keypoints"), (0, "codes")] * 2
+    assert table["_frames"] == 10
+    assert table["_model_fps"] == pytest.approx(10 / 2) and table["_reconstruction_fps"] == pytest.approx(10 / 2)
+    assert table["_real_no_face"] == pytest.approx(2 * 3 / (10 - 2))

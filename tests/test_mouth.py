@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from test_cli_track import assert_one_line_error, run_cli
@@ -115,3 +116,5 @@ def test_eval_scores_the_model_without_its_refiner_beside_it(one_thread, cache):
     table = self_reenactment(model, load_cache(cache)[:1], max_frames=6, sheet_rows=rows)
     assert NO_REFINER in table and table[NO_REFINER]["psnr"] != table["model"]["psnr"]
     assert model.mouth is not None and len(rows[0]) == 8   # switched back on; a sheet column for it
+    # columns: source, real, model, reconstruction, 1 step, without the refiner, warp only, landmark warp
+    assert np.abs(rows[0][5].astype(int) - rows[0][2]).max() > 0

@@ -237,3 +237,19 @@ def test_self_reenactment_makes_each_row_as_named(tmp_path, tiny_weights, monkey
     assert table["_frames"] == 10
     assert table["_model_fps"] == pytest.approx(10 / 2) and table["_reconstruction_fps"] == pytest.approx(10 / 2)
     assert table["_real_no_face"] == pytest.approx(2 * 3 / (10 - 2))
+
+
+def test_score_clip_counts_the_real_frames_without_a_face():
+    from facevid.eval.reenactment import _score_clip
+
+    real = np.zeros((4, 32, 32, 3), np.uint8)
+    real[2] += 1                                       # the meter finds no face in this one
+    marks = np.zeros((4, 68, 2))
+    marks[:, 42:48, 0] = 10                            # eye distance 10, the mouth still
+
+    def meter(crop):
+        return None if crop.max() == 1 else np.zeros((68, 2))
+
+    scores = Scores()
+    assert _score_clip(scores, meter, real, marks, {"copy": real[:1].repeat(4, 0)}) == (1, 0)
+    assert scores.table()["copy"]["psnr"] > 0

@@ -70,7 +70,7 @@ def test_writer_rejects_levels_out_of_range(tmp_path):
     header = FvlHeader("m", "0" * 64, Fraction(25), 32, 0.5, 0.4, 4, 8, (2, 3), 16, (64, 48),
                        flow_components=2, flow_bits=2)
     with FvlWriter(tmp_path / "x.fvl", header, b"png", np.ones((2, 3)), np.zeros(16)) as w:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="4 values below 8 and 2 below 4"):
             w.write(FvlFrame(0.0, True, np.eye(2, 3), np.array([0, 1, 7, 0, 3, 4])))   # 4 needs 3 bits
         with pytest.raises(ValueError):
             w.write(FvlFrame(0.0, True, np.eye(2, 3), np.array([0, 1, 7, 0, 3])))      # a level missing

@@ -46,6 +46,15 @@ def test_header_ranges_include_their_ends(valid, key, low, high, below, above):
             reads(path, with_header(raw, set_field(key, value)))
 
 
+@pytest.mark.parametrize("key, above", [("codebook", (1 << 16) + 1), ("content_shape", [1, (1 << 16) + 1]),
+                                        ("motion_dim", (1 << 20) + 1), ("flow_components", 4097),
+                                        ("flow_bits", 17)])
+def test_header_fields_past_their_limits_do_not_read(valid, key, above):
+    raw, path = valid
+    with pytest.raises(InputError, match=key):
+        reads(path, with_header(raw, set_field(key, above)))
+
+
 def test_frame_rates_at_the_limits_read(valid):
     raw, path = valid
     for fps in (MIN_FPS, Fraction(MAX_FPS)):

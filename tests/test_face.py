@@ -361,3 +361,18 @@ def test_face_alignment_weights_are_looked_for_where_torch_keeps_them(monkeypatc
     assert {p.parent for p in face_alignment_weights()} == {tmp_path / "xdg" / "torch" / "hub" / "checkpoints"}
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     assert {p.parent for p in face_alignment_weights()} == {tmp_path / "th" / "hub" / "checkpoints"}
+
+
+def test_landmarks68_on_a_box_of_the_frame():
+    """`Landmarks68.shape`: the predictor on a detector's box of the full frame (how
+    scripts/landmark_jitter.py measures the frame-box landmarks)."""
+    from facevid.face.track import Landmarks68
+
+    photo = demo.astronaut()
+    (box, _), = DlibBackend().detect(photo)[:1]
+    marks = Landmarks68(C.CropSpec(size=128)).shape(photo, np.asarray(box))
+    x0, y0, x1, y1 = box
+    assert marks.shape == (68, 2)
+    assert (marks[:, 0] > x0 - 0.2 * (x1 - x0)).all() and (marks[:, 0] < x1 + 0.2 * (x1 - x0)).all()
+    eyes, mouth = marks[36:48].mean(0), marks[48:68].mean(0)
+    assert y0 < eyes[1] < mouth[1] < y1 + 0.2 * (y1 - y0)

@@ -376,3 +376,13 @@ def test_landmarks68_on_a_box_of_the_frame():
     assert (marks[:, 0] > x0 - 0.2 * (x1 - x0)).all() and (marks[:, 0] < x1 + 0.2 * (x1 - x0)).all()
     eyes, mouth = marks[36:48].mean(0), marks[48:68].mean(0)
     assert y0 < eyes[1] < mouth[1] < y1 + 0.2 * (y1 - y0)
+
+
+def test_one_euro_filter_steps_by_its_cutoffs_smoothing_factor():
+    """Casiez et al. 2012: with no speed term (beta 0) a step is followed by the factor
+    α = 1 / (1 + τ/Δt), τ = 1 / (2π·f_c): at f_c 1 Hz and 25 fps, α = 0.2008."""
+    f = OneEuroFilter(np.array([1.0]), np.array([0.0]))
+    f(np.array([0.0]), 0.0)
+    alpha = 1 / (1 + 25 / (2 * math.pi))
+    assert f(np.array([1.0]), 0.04)[0] == pytest.approx(alpha)
+    assert f(np.array([1.0]), 0.08)[0] == pytest.approx(alpha + (1 - alpha) * alpha)

@@ -25,7 +25,8 @@ def _columns(total: int | None, unit: str | None) -> list:
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn() if total else TextColumn(
         "{task.completed}")]
-    return columns + ([RateColumn()] if unit else []) + [TimeElapsedColumn()] + ([TimeRemainingColumn()] if total else [])
+    rate = [RateColumn()] if unit else []
+    return columns + rate + [TimeElapsedColumn()] + ([TimeRemainingColumn()] if total else [])
 
 
 @contextmanager

@@ -393,6 +393,11 @@ def test_crop_masks_square_and_face():
     square, face = C.crop_mask(100, "square"), C.crop_mask(100, "face")
     assert square[50, 50] == pytest.approx(1.0) and square[50, 15] > 0.95                   # the whole crop
     assert square[0, 0] < 0.05 and square[50, 0] < 0.2 and square[99, 50] < 0.2                # soft borders
+    # the feather spans the whole band: 0 only on the outer ring (2.2% there once, where the blur
+    # reflected the inside at the border: a faint edge where a pasted crop ended), 1 from 17 px in
+    pad, ring = 8, np.concatenate([square[0], square[-1], square[:, 0], square[:, -1]])
+    assert not ring.any() and (square[1:-1, 1:-1] > 0).all()
+    assert np.allclose(square[2 * pad + 1:-2 * pad - 1, 2 * pad + 1:-2 * pad - 1], 1.0) and square[50, 2 * pad] < 1
     assert face[50, 50] == pytest.approx(1.0) and face[5, 5] == 0 and face[50, 15] < 0.5    # an ellipse
     with pytest.raises(ConfigError, match="face, square"):
         C.crop_mask(100, "circle")

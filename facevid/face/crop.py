@@ -161,20 +161,21 @@ def cut_crop(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
 def crop_mask(size: int, shape: str = "face", feather: float = 0.08) -> np.ndarray:
     """A (size, size) float32 blend mask in crop space, 1 inside, feathered to 0.
 
-    'square': the whole crop with soft borders; 'face': an ellipse around the face
-    (forehead to chin, ear to ear) of the default crop spec."""
+    'square': the whole crop with soft borders, exactly 0 on its outer ring (a pasted crop
+    leaves no edge in the frame) and exactly 1 from 2·pad + 1 px in; 'face': an ellipse around
+    the face (forehead to chin, ear to ear) of the default crop spec."""
     if shape not in ("face", "square"):
         raise ConfigError(f"unknown mask '{shape}' (choose from face, square)")
     pad = max(1, round(feather * size))
     mask = np.zeros((size, size), np.float32)
     if shape == "square":
-        mask[pad:size - pad, pad:size - pad] = 1.0
+        mask[pad + 1:size - pad - 1, pad + 1:size - pad - 1] = 1.0
     else:
         centre = (round(size * 0.5), round(size * 0.53))
         axes = (round(size * 0.36) - pad, round(size * 0.44) - pad)
         cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA)
-    k = 2 * pad + 1
-    return cv2.GaussianBlur(mask, (k, k), pad / 2)
+    k = 2 * pad + 1     # the blur reaches pad px: from the outer ring's zeros to the inner ones
+    return cv2.GaussianBlur(mask, (k, k), pad / 2, borderType=cv2.BORDER_CONSTANT)
 
 
 def match_colour(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -401,3 +401,13 @@ def test_crop_masks_square_and_face():
     assert face[50, 50] == pytest.approx(1.0) and face[5, 5] == 0 and face[50, 15] < 0.5    # an ellipse
     with pytest.raises(ConfigError, match="face, square"):
         C.crop_mask(100, "circle")
+
+
+def test_dlib_models_load_once_per_process():
+    """Every tracker, landmark and identity meter shares one copy of each dlib model."""
+    from facevid.face.track import DlibBackend, Landmarks68, dlib_model
+
+    assert dlib_model("sixty-eight") is Landmarks68(C.CropSpec())._predictor is Landmarks68(C.CropSpec())._predictor
+    assert DlibBackend()._detector is DlibBackend()._detector and dlib_model("five") is not dlib_model("sixty-eight")
+    with pytest.raises(ValueError, match="unknown dlib model"):
+        dlib_model("seventy")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from test_cli_track import _no_face_clip, assert_one_line_error, run_cli
+from test_reliability import _faststart_copy
 
 from facevid import demo
 from facevid.io.video import iter_frames, probe
@@ -90,6 +91,41 @@ def test_samplers_make_different_seeded_outputs(capsys, tmp_path, tiny_weights, 
         assert code == 0, err
         made[sampler] = _frames(out).astype(int)
     assert all((made[a] != made[b]).any() for a, b in (("heun", "euler"), ("euler", "dpm++"), ("heun", "dpm++")))
+
+
+def test_api_transfer_defaults_and_options_reach_the_run(tmp_path, tiny_weights, photo, clip_factory, moving_clip):
+    """`facevid.transfer` from Python: steps and absolute reach the run (its summary reports what
+    ran), colour matching is on unless turned off, a truncated driver is refused unless allowed,
+    and --render-size takes 16 to 2048 inclusive."""
+    import facevid
+    from facevid.errors import ConfigError, FacevidError
+    from facevid.tasks.transfer import DEFAULT_MOTION, _check_options
+
+    driver, _ = clip_factory("short", frames=6, size=(160, 160), audio=False, base_scale=0.5)
+    runs = {}
+    for name, options in (("default", {}), ("matched", {"colour_match": True}), ("unmatched", {"colour_match": False}),
+                          ("absolute", {"steps": 1, "absolute": True})):
+        out = tmp_path / f"{name}.mp4"
+        options = {"steps": 0, **options}
+        summary = facevid.transfer(photo, driver, out, model=str(tiny_weights), crf=0, render_size=64,
+                                   progress=False, **options)
+        runs[name] = (_frames(out), summary)
+    assert runs["default"][1].steps == 0 and runs["default"][1].relative
+    assert runs["absolute"][1].steps == 1 and not runs["absolute"][1].relative
+    assert np.array_equal(runs["default"][0], runs["matched"][0])
+    assert not np.array_equal(runs["default"][0], runs["unmatched"][0])
+    whole = _faststart_copy(moving_clip[0], tmp_path / "whole.mp4")     # its index first: a cut copy opens
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.3)])
+    with pytest.raises(FacevidError, match="cut.mp4 is truncated"):
+        facevid.transfer(photo, cut, tmp_path / "from_cut.mp4", model=str(tiny_weights), steps=0, render_size=64,
+                         progress=False)
+    assert not (tmp_path / "from_cut.mp4").exists()
+    for size in (16, 2048):
+        _check_options(16, DEFAULT_MOTION, size)
+    for size in (15, 2049):
+        with pytest.raises(ConfigError, match="render-size"):
+            _check_options(16, DEFAULT_MOTION, size)
 
 
 @pytest.mark.parametrize("case", ["missing_source", "no_face_source", "no_face_driver", "exists", "bad_weights",

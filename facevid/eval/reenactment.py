@@ -52,12 +52,11 @@ class LandmarkMeter:
     """dlib's 68 landmarks of aligned crops, or None where its face detector finds no face."""
 
     def __init__(self, cfg: ModelConfig):
-        import dlib
-
         from facevid.face.identity import FaceMeter
+        from facevid.face.track import dlib_model
 
         self.meter = FaceMeter(crop_spec(cfg))
-        self.detector = dlib.get_frontal_face_detector()
+        self.detector = dlib_model("detector")
 
     def __call__(self, crop: np.ndarray) -> np.ndarray | None:
         # the shape predictor always answers; the detector can say "no face"

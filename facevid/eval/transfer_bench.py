@@ -83,15 +83,11 @@ class FrameMeter:
     """dlib on full frames: the largest face's 68 landmarks and 128-D identity embedding."""
 
     def __init__(self):
-        import face_recognition_models as models
-
-        from facevid.face.track import DlibBackend
+        from facevid.face.track import DlibBackend, dlib_model
 
         self.backend = DlibBackend()
-        dlib = self.backend._dlib
-        self._dlib = dlib
-        self.shape68 = dlib.shape_predictor(models.pose_predictor_model_location())
-        self.encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        self._dlib = self.backend._dlib
+        self.shape68, self.encoder = dlib_model("sixty-eight"), dlib_model("identity")
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         found = self.backend.detect(image)

@@ -7,7 +7,7 @@ import numpy as np
 
 from facevid.face.crop import CropSpec
 from facevid.face.landmarks import LEFT_EYE, RIGHT_EYE
-from facevid.face.track import Landmarks68
+from facevid.face.track import Landmarks68, dlib_model
 
 
 class FaceMeter:
@@ -15,12 +15,8 @@ class FaceMeter:
     as the training data's and the driver's landmarks are (facevid.face.track.Landmarks68)."""
 
     def __init__(self, spec: CropSpec):
-        import face_recognition_models as models
-
         self.marks = Landmarks68(spec)
-        dlib = self.marks._dlib
-        self.shape5 = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-        self.encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+        self.shape5, self.encoder = dlib_model("five"), dlib_model("identity")
 
     def embedding(self, crop: np.ndarray) -> np.ndarray:
         image = self.marks.measure_size(crop)

@@ -9,6 +9,7 @@ inverse warp, feathered mask, optional colour matching.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -59,6 +60,27 @@ def _shape_points(dlib, predictor, image: np.ndarray, box: np.ndarray) -> np.nda
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 
+DLIB_MODELS = ("detector", "five", "sixty-eight", "identity")
+
+
+@functools.cache
+def dlib_model(name: str):
+    """dlib's HOG face detector, its 5- or 68-point shape predictor or its identity encoder,
+    loaded once per process and shared (read-only: dlib's calls do not change them): every
+    `facevid.transfer` call loaded the 68-point model's 100 MB file again."""
+    import dlib
+    import face_recognition_models as models
+
+    if name == "detector":
+        return dlib.get_frontal_face_detector()
+    if name == "identity":
+        return dlib.face_recognition_model_v1(models.face_recognition_model_location())
+    files = {"five": models.pose_predictor_five_point_model_location, "sixty-eight": models.pose_predictor_model_location}
+    if name not in files:
+        raise ValueError(f"unknown dlib model {name!r} (one of {', '.join(DLIB_MODELS)})")
+    return dlib.shape_predictor(files[name]())
+
+
 class DlibBackend:
     """Offline default: dlib HOG detector + 5-point shape predictor (CC0 models)."""
 
@@ -66,10 +88,8 @@ class DlibBackend:
 
     def __init__(self, detect_max_side: int = 640):
         import dlib
-        import face_recognition_models
 
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+        self._detector, self._predictor = dlib_model("detector"), dlib_model("five")
         self._dlib = dlib
         self.detect_max_side = detect_max_side
 
@@ -159,11 +179,10 @@ class Landmarks68:
 
     def __init__(self, spec: CropSpec):
         import dlib
-        import face_recognition_models
 
         self.spec = spec
         self._dlib = dlib
-        self._predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+        self._predictor = dlib_model("sixty-eight")
         self.box = dlib.rectangle(*[int(round(v)) for v in face_box_in_crop(spec, MEASURE_SIZE)])
 
     @staticmethod

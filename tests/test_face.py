@@ -411,3 +411,42 @@ def test_dlib_models_load_once_per_process():
     assert DlibBackend()._detector is DlibBackend()._detector and dlib_model("five") is not dlib_model("sixty-eight")
     with pytest.raises(ValueError, match="unknown dlib model"):
         dlib_model("seventy")
+
+
+def test_warp_reduces_like_area_averaging():
+    """A region of the lower half of a tall photo shrunk 4x and 8x: the warp's two-step reduction
+    (area averaging to twice the output scale, then cubic) stays near area averaging (measured
+    2.31 and 3.64 grey levels; an intermediate at 3x the output scale, a region cut by the
+    image's width instead of its height: 2.89-2.94 / 5.15-5.40, 4.80 / 9.27)."""
+    image = demo.astronaut()
+    tall = np.ascontiguousarray(np.concatenate([image, image[::-1]], 0))     # 1024 x 512
+    for scale, bound in ((0.25, 2.6), (0.125, 4.2)):
+        n = round(512 * scale)
+        matrix = np.array([[scale, 0, scale / 2 - 0.5], [0, scale, scale / 2 - 0.5 - 512 * scale]])
+        area = cv2.resize(tall[512:], (n, n), interpolation=cv2.INTER_AREA).astype(float)
+        assert np.abs(C.warp(tall, matrix, (n, n)).astype(float) - area).mean() < bound
+
+
+def test_umeyama_never_reflects():
+    """Points fitted to their own mirror image: the best similarity is a rotation (det > 0), not
+    the reflection that would fit them exactly; plain similarities are recovered exactly."""
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 100, (12, 2))
+    fit = C.umeyama(points, points * [-1, 1])
+    assert np.linalg.det(fit[:, :2]) > 0
+    angle, scale = np.radians(25), 1.7
+    c, s = scale * np.cos(angle), scale * np.sin(angle)
+    truth = np.array([[c, -s, 5], [s, c, -3]])
+    assert np.allclose(C.umeyama(points, points @ truth[:, :2].T + truth[:, 2]), truth)
+
+
+def test_face_alignment_unavailable_names_each_missing_file(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from facevid.face import track
+
+    monkeypatch.setitem(sys.modules, "face_alignment", types.ModuleType("face_alignment"))
+    monkeypatch.setattr(track, "face_alignment_weights", lambda: [tmp_path / "a.zip", tmp_path / "b.zip"])
+    a, b = tmp_path / "a.zip", tmp_path / "b.zip"
+    assert track.face_alignment_available() == f"face-alignment weights are missing ({a}, {b})"

@@ -94,8 +94,9 @@ def test_samplers_make_different_seeded_outputs(capsys, tmp_path, tiny_weights, 
 
 
 def test_api_transfer_defaults_and_options_reach_the_run(tmp_path, tiny_weights, photo, clip_factory, moving_clip):
-    """`facevid.transfer` from Python: steps and absolute reach the run (its summary reports what
-    ran), colour matching is on unless turned off, a truncated driver is refused unless allowed,
+    """`facevid.transfer` from Python: steps, guidance, absolute and aligner reach the run (its
+    summary reports what ran), colour matching is on unless turned off, a variable frame rate
+    driver's timestamps are kept, a truncated driver is refused unless allowed,
     and --render-size takes 16 to 2048 inclusive."""
     import facevid
     from facevid.errors import ConfigError, FacevidError
@@ -104,14 +105,14 @@ def test_api_transfer_defaults_and_options_reach_the_run(tmp_path, tiny_weights,
     driver, _ = clip_factory("short", frames=6, size=(160, 160), audio=False, base_scale=0.5)
     runs = {}
     for name, options in (("default", {}), ("matched", {"colour_match": True}), ("unmatched", {"colour_match": False}),
-                          ("absolute", {"steps": 1, "absolute": True})):
+                          ("absolute", {"steps": 1, "absolute": True, "guidance": 2.0})):
         out = tmp_path / f"{name}.mp4"
         options = {"steps": 0, **options}
         summary = facevid.transfer(photo, driver, out, model=str(tiny_weights), crf=0, render_size=64,
                                    progress=False, **options)
         runs[name] = (_frames(out), summary)
     assert runs["default"][1].steps == 0 and runs["default"][1].relative
-    assert runs["absolute"][1].steps == 1 and not runs["absolute"][1].relative
+    assert runs["absolute"][1].steps == 1 and not runs["absolute"][1].relative and runs["absolute"][1].guidance == 2.0
     assert np.array_equal(runs["default"][0], runs["matched"][0])
     assert not np.array_equal(runs["default"][0], runs["unmatched"][0])
     whole = _faststart_copy(moving_clip[0], tmp_path / "whole.mp4")     # its index first: a cut copy opens
@@ -121,6 +122,19 @@ def test_api_transfer_defaults_and_options_reach_the_run(tmp_path, tiny_weights,
         facevid.transfer(photo, cut, tmp_path / "from_cut.mp4", model=str(tiny_weights), steps=0, render_size=64,
                          progress=False)
     assert not (tmp_path / "from_cut.mp4").exists()
+    from fractions import Fraction
+
+    from facevid.io.writer import VideoWriter
+
+    vfr, times = tmp_path / "vfr.mp4", [0, 0.04, 0.1, 0.12, 0.3, 0.34, 0.5, 0.9]     # the driver's timing is kept
+    with VideoWriter(vfr, Fraction(25)) as writer:
+        for frame, time in zip(iter_frames(moving_clip[0]), times):
+            writer.write(frame.image, time)
+    facevid.transfer(photo, vfr, tmp_path / "vfr_out.mp4", model=str(tiny_weights), steps=0, render_size=64,
+                     progress=False)
+    assert [f.time for f in iter_frames(tmp_path / "vfr_out.mp4")] == pytest.approx(times, abs=1e-3)
+    with pytest.raises(ConfigError, match="unknown aligner 'magic'"):
+        facevid.transfer(photo, driver, tmp_path / "x.mp4", model=str(tiny_weights), aligner="magic", progress=False)
     for size in (16, 2048):
         _check_options(16, DEFAULT_MOTION, size)
     for size in (15, 2049):
@@ -189,5 +203,5 @@ def test_animator_moves_the_source_landmarks_by_the_drivers_change(tiny_weights,
     assert torch.equal(seen[0][0][0], src)
     assert torch.allclose(relative_targets, src + drv - drv[0], atol=1e-6)
     assert torch.allclose(torch.cat([seen[2][1], seen[3][1]], 1)[0], drv, atol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs the source's landmarks"):
         Animator(model, crops[0], steps=0, guidance=1.0, seed=0, relative=True, motion="landmarks")

@@ -75,7 +75,8 @@ def dlib_model(name: str):
         return dlib.get_frontal_face_detector()
     if name == "identity":
         return dlib.face_recognition_model_v1(models.face_recognition_model_location())
-    files = {"five": models.pose_predictor_five_point_model_location, "sixty-eight": models.pose_predictor_model_location}
+    files = {"five": models.pose_predictor_five_point_model_location,
+             "sixty-eight": models.pose_predictor_model_location}
     if name not in files:
         raise ValueError(f"unknown dlib model {name!r} (one of {', '.join(DLIB_MODELS)})")
     return dlib.shape_predictor(files[name]())

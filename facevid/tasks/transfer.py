@@ -42,6 +42,7 @@ class TransferSummary(TaskSummary):
     driver: str
     driver_frames_without_face: int = 0
     steps: int = 0
+    guidance: float = 1.0
     relative: bool = True
 
 
@@ -208,7 +209,7 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
                    driver_face=driver_face, expression=expression, sampler=sampler, render_size=render_size, pose=pose,
                    source_name=f"the source {source}")
     summary = TransferSummary(source=str(source), driver=str(driver), output=str(out), steps=run.animate.steps,
-                              relative=run.animate.relative)   # what the run does, not what was asked
+                              guidance=run.animate.guidance, relative=run.animate.relative)   # what runs
     started = clock.perf_counter()
     writer = ImageWriter(out, force=force) if still_out else \
         VideoWriter(out, drv_info.fps, audio_from=driver, codec=codec, crf=crf, force=force)

@@ -4,9 +4,10 @@
 
 `--run` runs mutmut first (`[tool.mutmut]` in pyproject.toml names the modules and the test
 files; results are kept in mutants/ and only changed functions run again), then prints a table
-per module: mutants, killed, survived, timeouts, and the score; `--survivors` lists each
-survivor's diff. `--sample K` runs one mutant in K of every module, chosen by a hash of its name
-(the same sample each time; mutants with a result are not run again unless `--again`). Each
+per module: mutants, killed, survived, timeouts, not checked, and the score (killed ÷ mutants
+run); `--survivors` lists each survivor's diff. `--sample K` runs one mutant in K of every
+module, chosen by a hash of its name (the same sample each time; mutants with a result are not
+run again unless `--again`, survivors and timeouts again with `--survivors-again`). Each
 mutant's tests run fastest first (mutmut stops at the first failure). Torch runs on one thread:
 mutmut forks its test process, and a forked child of a process whose OpenMP pool has started
 hangs (what the first attempt's timeouts were).
@@ -91,6 +92,8 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--sample", type=int, default=1, metavar="K", help="run (and count) one mutant in K")
     parser.add_argument("--again", action="store_true", help="with --sample: rerun mutants that have a result")
+    parser.add_argument("--survivors-again", action="store_true",
+                        help="with --sample: rerun the survivors and timeouts too (after new tests)")
     parser.add_argument("--trust-clean", action="store_true",
                         help="skip mutmut's run of the unmutated tests (they are known to pass)")
     args = parser.parse_args()
@@ -101,7 +104,8 @@ def main() -> None:
         if fresh:
             mutmut_run("--max-children", str(args.children), "facevid.no_such_module.*")
         names = [name for module in args.modules for name, status in results().get(module, {}).items()
-                 if in_sample(name, args.sample) and (args.again or status == "not checked")]
+                 if in_sample(name, args.sample) and (args.again or status == "not checked" or
+                                                      (args.survivors_again and status in ("survived", "timeout")))]
         print(f"{len(names)} mutants to run", flush=True)
         if names:
             mutmut_run("--max-children", str(args.children), *names, trust_clean=fresh or args.trust_clean)
@@ -110,17 +114,16 @@ def main() -> None:
             mutmut_run("--max-children", str(args.children), f"{module}.*")
     table = {module: {name: status for name, status in mutants.items() if in_sample(name, args.sample)}
              for module, mutants in results().items()}
-    print("| module | mutants | killed | survived | timeout | not checked | score |\n|---|---|---|---|---|---|---|")
+    print("| module | mutants | killed | survived | timeout | not checked | killed ÷ run |\n"
+          "|---|---|---|---|---|---|---|")
     total: Counter = Counter()
-    for module in args.modules:
-        counts = Counter(table.get(module, {}).values())
-        total.update(counts)
-        n = sum(counts.values())
-        print(f"| {module} | {n} | {counts['killed']} | {counts['survived']} | {counts['timeout']} | "
-              f"{counts['not checked']} | {counts['killed'] / max(n, 1):.1%} |")
-    n = sum(total.values())
-    print(f"| all | {n} | {total['killed']} | {total['survived']} | {total['timeout']} | {total['not checked']} | "
-          f"{total['killed'] / max(n, 1):.1%} |")
+    for module in [*args.modules, "all"]:
+        counts = total if module == "all" else Counter(table.get(module, {}).values())
+        if module != "all":
+            total.update(counts)
+        run = sum(counts.values()) - counts["not checked"]
+        print(f"| {module} | {sum(counts.values())} | {counts['killed']} | {counts['survived']} | {counts['timeout']} | "
+              f"{counts['not checked']} | {counts['killed'] / max(run, 1):.1%} |")
     if args.survivors:
         for module in args.modules:
             for name, status in table.get(module, {}).items():

@@ -161,6 +161,7 @@ def test_bad_settings_and_inputs_raise():
         make(codebook_size=1)
     with pytest.raises(ConfigError):
         make(tau_min=3.0, tau_max=2.0)
+    assert float(make(tau_min=1.0, tau_max=1.0).tau) == 1.0        # a constant temperature is allowed
     quantizer = make()
     with pytest.raises(ValueError):
         quantizer(torch.randn(4, 11))
@@ -200,3 +201,16 @@ def test_gumbel_noise_is_finite_even_where_the_uniform_draw_is_zero(monkeypatch)
 
     monkeypatch.setattr(quantize.torch, "rand", lambda shape, **kw: torch.zeros(shape))
     assert torch.isfinite(quantize._gumbel_noise(torch.Size([4]), None, torch.device("cpu"))).all()
+
+
+def test_normalised_logits_ignore_each_groups_length():
+    """normalize=True (as the presets set it): each group's motion vector is scaled to unit length
+    on its own, so scaling one group's part leaves every group's logits as they were (normalising
+    across the groups instead would change them all)."""
+    quantizer = make(normalize=True).eval()
+    motion = torch.randn(5, 12)
+    scaled = motion.clone()
+    scaled[:, :4] *= 7.0                      # group 0's four components
+    scaled[:, 8:] *= 0.2                      # group 2's
+    assert torch.allclose(quantizer.logits(motion), quantizer.logits(scaled), atol=1e-5)
+    assert not torch.allclose(make(normalize=False).logits(motion), make(normalize=False).logits(scaled))

@@ -214,3 +214,12 @@ def test_normalised_logits_ignore_each_groups_length():
     scaled[:, 8:] *= 0.2                      # group 2's
     assert torch.allclose(quantizer.logits(motion), quantizer.logits(scaled), atol=1e-5)
     assert not torch.allclose(make(normalize=False).logits(motion), make(normalize=False).logits(scaled))
+
+
+def test_a_fixed_scale_is_a_saved_buffer_not_a_parameter():
+    """learn_scale=False: the logit scale stays scale_init through training and travels in the
+    state dict (a buffer), where learn_scale=True makes it a parameter the optimiser moves."""
+    fixed, learned = make(learn_scale=False, scale_init=3.0), make(learn_scale=True, scale_init=3.0)
+    assert "log_scale" in fixed.state_dict() and "log_scale" not in dict(fixed.named_parameters())
+    assert "log_scale" in dict(learned.named_parameters())
+    assert float(fixed.scale) == pytest.approx(3.0)

@@ -450,3 +450,11 @@ def test_face_alignment_unavailable_names_each_missing_file(monkeypatch, tmp_pat
     monkeypatch.setattr(track, "face_alignment_weights", lambda: [tmp_path / "a.zip", tmp_path / "b.zip"])
     a, b = tmp_path / "a.zip", tmp_path / "b.zip"
     assert track.face_alignment_available() == f"face-alignment weights are missing ({a}, {b})"
+
+
+def test_crop_spec_ranges_include_their_ends():
+    for size, margin in ((16, 0.0), (1024, 2.0), (256, 0.5)):
+        assert C.CropSpec(size=size, margin=margin).size == size
+    for bad in ({"size": 15}, {"size": 1025}, {"margin": -0.01}, {"margin": 2.01}):
+        with pytest.raises(ConfigError, match="out of range"):
+            C.CropSpec(**bad)

@@ -223,3 +223,10 @@ def test_a_fixed_scale_is_a_saved_buffer_not_a_parameter():
     assert "log_scale" in fixed.state_dict() and "log_scale" not in dict(fixed.named_parameters())
     assert "log_scale" in dict(learned.named_parameters())
     assert float(fixed.scale) == pytest.approx(3.0)
+
+
+def test_code_usage_starts_as_the_uniform_distribution():
+    """The running usage the rate is mixed with (usage_momentum > 0) starts uniform: each group's
+    row a distribution over its codes (a row summing to 2 would count every code twice)."""
+    usage = make(usage_momentum=0.9).usage
+    assert usage.shape == (3, 8) and torch.allclose(usage, torch.full((3, 8), 1 / 8))

@@ -116,14 +116,17 @@ def main() -> None:
              for module, mutants in results().items()}
     print("| module | mutants | killed | survived | timeout | not checked | killed ÷ run |\n"
           "|---|---|---|---|---|---|---|")
-    total: Counter = Counter()
-    for module in [*args.modules, "all"]:
-        counts = total if module == "all" else Counter(table.get(module, {}).values())
-        if module != "all":
-            total.update(counts)
+    def row(name: str, counts: Counter) -> str:
         run = sum(counts.values()) - counts["not checked"]
-        print(f"| {module} | {sum(counts.values())} | {counts['killed']} | {counts['survived']} | {counts['timeout']} | "
-              f"{counts['not checked']} | {counts['killed'] / max(run, 1):.1%} |")
+        return (f"| {name} | {sum(counts.values())} | {counts['killed']} | {counts['survived']} | {counts['timeout']} | "
+                f"{counts['not checked']} | {counts['killed'] / max(run, 1):.1%} |")
+
+    total: Counter = Counter()
+    for module in args.modules:
+        counts = Counter(table.get(module, {}).values())
+        total.update(counts)
+        print(row(module, counts))
+    print(row("all", total))
     if args.survivors:
         for module in args.modules:
             for name, status in table.get(module, {}).items():

@@ -447,8 +447,8 @@ def test_face_alignment_unavailable_names_each_missing_file(monkeypatch, tmp_pat
     from facevid.face import track
 
     monkeypatch.setitem(sys.modules, "face_alignment", types.ModuleType("face_alignment"))
-    monkeypatch.setattr(track, "face_alignment_weights", lambda: [tmp_path / "a.zip", tmp_path / "b.zip"])
     a, b = tmp_path / "a.zip", tmp_path / "b.zip"
+    monkeypatch.setattr(track, "face_alignment_weights", lambda: [a, b])
     assert track.face_alignment_available() == f"face-alignment weights are missing ({a}, {b})"
 
 

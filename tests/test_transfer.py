@@ -96,10 +96,13 @@ def test_samplers_make_different_seeded_outputs(capsys, tmp_path, tiny_weights, 
 def test_api_transfer_defaults_and_options_reach_the_run(tmp_path, tiny_weights, photo, clip_factory, moving_clip):
     """`facevid.transfer` from Python: steps, guidance, absolute and aligner reach the run (its
     summary reports what ran), colour matching is on unless turned off, a variable frame rate
-    driver's timestamps are kept, a truncated driver is refused unless allowed,
-    and --render-size takes 16 to 2048 inclusive."""
+    driver's timestamps are kept, a truncated driver is refused by default (the CLI's
+    --allow-truncated is tested in test_reliability), and --render-size takes 16 to 2048 inclusive."""
+    from fractions import Fraction
+
     import facevid
     from facevid.errors import ConfigError, FacevidError
+    from facevid.io.writer import VideoWriter
     from facevid.tasks.transfer import DEFAULT_MOTION, _check_options
 
     driver, _ = clip_factory("short", frames=6, size=(160, 160), audio=False, base_scale=0.5)
@@ -122,10 +125,6 @@ def test_api_transfer_defaults_and_options_reach_the_run(tmp_path, tiny_weights,
         facevid.transfer(photo, cut, tmp_path / "from_cut.mp4", model=str(tiny_weights), steps=0, render_size=64,
                          progress=False)
     assert not (tmp_path / "from_cut.mp4").exists()
-    from fractions import Fraction
-
-    from facevid.io.writer import VideoWriter
-
     vfr, times = tmp_path / "vfr.mp4", [0, 0.04, 0.1, 0.12, 0.3, 0.34, 0.5, 0.9]     # the driver's timing is kept
     with VideoWriter(vfr, Fraction(25)) as writer:
         for frame, time in zip(iter_frames(moving_clip[0]), times):

@@ -20,7 +20,7 @@ from typing import Optional
 import typer
 
 from facevid import __version__
-from facevid.config import DEFAULT_MOTION
+from facevid.config import DEFAULT_MOTION, RENDER_SIZE
 from facevid.errors import FacevidError, FacevidWarning, Interrupted
 
 _default_showwarning = warnings.showwarning
@@ -275,7 +275,7 @@ def evaluate(
                                               "splits/transfer_pairs.tsv), run through transfer, full frames scored."),
     media: Optional[Path] = typer.Option(None, "--media", help="The folder the pair list's paths are under."),
     pose: str = typer.Option("carry", "--pose", help="The transfer benchmark's --pose (carry or still)."),
-    render_size: int = typer.Option(512, "--render-size", help="The transfer benchmark's --render-size."),
+    render_size: int = typer.Option(RENDER_SIZE, "--render-size", help="The transfer benchmark's --render-size."),
     device: str = DEVICE,
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing sheets."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
@@ -322,7 +322,7 @@ def transfer(
     pose: str = typer.Option("carry", "--pose",
                              help="'carry': the source's head turns, tilts and moves as the driver's does since its "
                                   "first frame; 'still': the head stays, only the expression moves."),
-    render_size: int = typer.Option(512, "--render-size",
+    render_size: int = typer.Option(RENDER_SIZE, "--render-size",
                                     help="Largest side of the face crop the output is rendered at (the source's own "
                                          "resolution up to this; the model's size at most makes it blurred)."),
     device: str = DEVICE,

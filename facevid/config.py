@@ -13,6 +13,8 @@ from facevid.errors import ConfigError
 # where transfer (and eval's "model") takes the warp's landmark motion from: "landmarks" (the
 # tracker's 68 dlib points), "keypoints" (KeypointNet) or "codes" (measured: docs/decisions.md)
 DEFAULT_MOTION = "landmarks"
+# the largest side of the face crop transfer renders at (the source's own pixels up to this)
+RENDER_SIZE = 1024
 
 
 @dataclass(frozen=True)

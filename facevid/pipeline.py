@@ -79,6 +79,14 @@ def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+@dataclass
+class Parts:
+    """One frame the model made, apart: where the reference's pixels go and what it painted."""
+
+    grid: np.ndarray        # (f, f, 2) float32 backward grid over the crop, normalised [-1, 1] (align_corners=False)
+    generated: np.ndarray   # (S, S, 3) float32 added on top of the warp, in the model's units (2 = full scale)
+
+
 class Paster:
     """Puts generated crops (size, size, 3) back into full frames under the feathered face
     mask, colour-matched to the frame's own face; a frame without a transform passes as it is."""
@@ -116,7 +124,8 @@ class Animator:
 
     def __init__(self, model, source_crop: np.ndarray, *, steps: int, guidance: float, seed: int, relative: bool,
                  device: str = "cpu", motion: str = "codes", source_points: np.ndarray | None = None,
-                 expression: bool = False, sampler: str = "heun", source_render: np.ndarray | None = None):
+                 expression: bool = False, sampler: str = "heun", source_render: np.ndarray | None = None,
+                 parts: bool = False):
         if motion not in MOTION_SOURCES:
             raise ConfigError(f"unknown --motion '{motion}' (choose from {', '.join(MOTION_SOURCES)})")
         if motion == "landmarks" and source_points is None:
@@ -125,7 +134,7 @@ class Animator:
             raise ConfigError("an image driver gives its expression by its landmarks: use --motion landmarks")
         self.expression, self.source_pixels = expression, source_points
         self.model, self.steps, self.guidance, self.relative, self.device = model, steps, guidance, relative, device
-        self.motion_source, self.sampler = motion, check_sampler(sampler)
+        self.motion_source, self.sampler, self.parts = motion, check_sampler(sampler), parts
         with torch.no_grad():
             self.source = to_tensor(source_crop[None], source_crop.shape[0]).to(device)   # (1, 3, S, S)
             # the same crop at more pixels: the output is rendered at its size (FaceVid.decode)
@@ -141,8 +150,9 @@ class Animator:
         self.generator = torch.Generator(device).manual_seed(seed)
 
     @torch.no_grad()
-    def __call__(self, driver_crops: list[np.ndarray], driver_points: np.ndarray | None = None) -> list[np.ndarray]:
-        """Generated crops (out_size, or the render size) for a window of driver crops (out_size)."""
+    def __call__(self, driver_crops: list[np.ndarray], driver_points: np.ndarray | None = None) -> list:
+        """Generated crops (out_size, or the render size) for a window of driver crops (out_size);
+        with `parts`, each frame's `Parts` instead (the warp and the generated part, for Composer)."""
         model, cfg = self.model, self.model.cfg
         if self.expression:
             return self._expression(driver_points)
@@ -168,8 +178,8 @@ class Animator:
             ref_motion = self.driver_ref
         out = model.decode(self.source, self.source_points, ref_motion, motion, self.content, steps=self.steps,
                            guidance=self.guidance, generator=self.generator, sampler=self.sampler, target_points=target,
-                           driver_ref_points=driver_ref_points, render=self.render)
-        return [to_uint8(f) for f in out[0]]
+                           driver_ref_points=driver_ref_points, render=self.render, parts=self.parts)
+        return self._frames(out)
 
     def _expression(self, driver_points: np.ndarray) -> list[np.ndarray]:
         from facevid.face.expression import expression_target
@@ -181,7 +191,14 @@ class Animator:
         out = self.model.decode(self.source, self.source_points, self.source_motion, motion, self.content,
                                 steps=self.steps, guidance=self.guidance, generator=self.generator,
                                 sampler=self.sampler, target_points=target, driver_ref_points=self.source_points,
-                                render=self.render)
+                                render=self.render, parts=self.parts)
+        return self._frames(out)
+
+    def _frames(self, out) -> list:
+        if self.parts:
+            grids, generated = out
+            return [Parts(g.float().cpu().numpy(), r.permute(1, 2, 0).float().cpu().numpy())
+                    for g, r in zip(grids[0], generated[0])]
         return [to_uint8(f) for f in out[0]]
 
 

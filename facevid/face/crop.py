@@ -291,9 +291,8 @@ def head_motion_map(shape: tuple[int, ...], transform: np.ndarray, change: np.nd
     None when the region is empty. Rigid inside the face ellipse, fading to still by
     HEAD_FALLOFF[1] radii to the sides and above and by BODY_FALLOFF radii below the chin."""
     moved = moved_transform(transform, change)
-    back = compose(invert_affine(transform), moved)   # frame → frame: where each moved pixel comes from
     (cx, cy), (rx, ry) = HEAD_REGION
-    inner, outer = HEAD_FALLOFF
+    outer = HEAD_FALLOFF[1]
     # the frame region the moving part can reach: the outer ellipse's box, in the moved face's crop
     corners = np.array([[cx - rx * outer, cy - ry * outer], [cx + rx * outer, cy - ry * outer],
                         [cx - rx * outer, cy + ry * outer], [cx + rx * outer, cy + ry * outer]])
@@ -304,6 +303,17 @@ def head_motion_map(shape: tuple[int, ...], transform: np.ndarray, change: np.nd
     if x1 <= x0 or y1 <= y0:
         return None
     xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    map_x, map_y = head_map(xs, ys, transform, change, size)
+    return (int(x0), int(y0)), map_x, map_y
+
+
+def head_map(xs: np.ndarray, ys: np.ndarray, transform: np.ndarray, change: np.ndarray, size: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """head_motion_map at the frame pixels (xs, ys): the frame coordinates each comes from."""
+    moved = moved_transform(transform, change)
+    back = compose(invert_affine(transform), moved)   # frame → frame: where each moved pixel comes from
+    (cx, cy), (rx, ry) = HEAD_REGION
+    inner, outer = HEAD_FALLOFF
     u = (2 * (moved[0, 0] * xs + moved[0, 1] * ys + moved[0, 2]) + 1) / size - 1
     v = (2 * (moved[1, 0] * xs + moved[1, 1] * ys + moved[1, 2]) + 1) / size - 1
     r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
@@ -313,7 +323,7 @@ def head_motion_map(shape: tuple[int, ...], transform: np.ndarray, change: np.nd
     weight = 1.0 - t * t * (3 - 2 * t)
     map_x = xs + weight * (back[0, 0] * xs + back[0, 1] * ys + back[0, 2] - xs)
     map_y = ys + weight * (back[1, 0] * xs + back[1, 1] * ys + back[1, 2] - ys)
-    return (int(x0), int(y0)), map_x.astype(np.float32), map_y.astype(np.float32)
+    return map_x.astype(np.float32), map_y.astype(np.float32)
 
 
 def move_head(image: np.ndarray, transform: np.ndarray, change: np.ndarray, size: int) -> np.ndarray:

@@ -16,19 +16,12 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from facevid.config import DEFAULT_MOTION
+from facevid.config import DEFAULT_MOTION, RENDER_SIZE
 from facevid.errors import ConfigError, NoFaceError
-from facevid.face.crop import (
-    cut_crop,
-    head_change,
-    limit_head_change,
-    move_head,
-    moved_transform,
-    native_side,
-    rescale_transform,
-)
+from facevid.face.composite import Composer
+from facevid.face.crop import cut_crop, head_change, limit_head_change
 from facevid.io.arrays import as_rgb
-from facevid.pipeline import MOTION_SOURCES, Animator, Paster, crop_spec, track_faces, windows
+from facevid.pipeline import MOTION_SOURCES, Animator, Parts, crop_spec, track_faces, windows
 from facevid.tasks.summary import TaskSummary
 
 if TYPE_CHECKING:
@@ -80,7 +73,7 @@ class Transfer:
                  guidance: float = 1.0, seed: int = 0, absolute: bool = False, paste: bool = True,
                  colour_match: bool = True, window: int = 16, aligner: str = "auto", motion: str = DEFAULT_MOTION,
                  face: int = 1, driver_face: int = 1, expression: bool = False, sampler: str = "heun",
-                 render_size: int = 512, pose: str = "carry", source_name: str = "the source"):
+                 render_size: int = RENDER_SIZE, pose: str = "carry", source_name: str = "the source"):
         from facevid.face.track import FaceTracker, Landmarks68, make_backend
 
         _check_options(window, motion, render_size, pose)
@@ -92,17 +85,15 @@ class Transfer:
         self.landmarks = Landmarks68(self.spec) if motion == "landmarks" else None
         first_image, first_face = _reference(source(), FaceTracker(self.backend, self.spec, face=face), source_name)
         self.source_crop = cut_crop(first_image, first_face.transform, cfg.out_size)
-        # the output is rendered at the source face's own pixel density (up to render_size)
-        self.render = native_side(first_face.transform, cfg.out_size, render_size) if paste else cfg.out_size
-        self.scale = self.render / cfg.out_size
-        source_render = cut_crop(first_image, rescale_transform(first_face.transform, self.scale), self.render)
         self.carry = pose == "carry" and not absolute and not expression
         self.source_points = self.landmarks(first_image, first_face) if self.landmarks else None
         self.animate = Animator(model, self.source_crop, steps=cfg.sample_steps if steps is None else steps,
                                 guidance=guidance, seed=seed, relative=not absolute, device=str(model.device),
                                 motion=motion, source_points=self.source_points, expression=expression,
-                                sampler=sampler, source_render=source_render)
-        self.paste = Paster(self.render, colour_match=colour_match) if paste else None
+                                sampler=sampler, parts=paste)
+        # the face is rendered into the frame at the source's own pixel density (up to render_size)
+        self.paste = Composer(cfg.out_size, first_image, first_face.transform, cap=render_size,
+                              colour_match=colour_match) if paste else None
         self.frames = self.frames_without_face = 0
         # the driver's track is smoothed without lag (look-ahead), so the head's pose lands on time
         self.tracker = FaceTracker(self.backend, self.spec, face=driver_face, smooth=False)
@@ -126,15 +117,10 @@ class Transfer:
                     change = limit_head_change(head_change(first, f.transform), self.size)
                 yield Frame(f.index, f.time, self._paste(image, crop, transform, change) if self.paste else crop)
 
-    def _paste(self, image: np.ndarray, crop: np.ndarray, transform: np.ndarray | None,
+    def _paste(self, image: np.ndarray, made: Parts, transform: np.ndarray | None,
                change: np.ndarray | None) -> np.ndarray:
-        """The generated crop into the source frame, the head moved as the driver's moved."""
-        if transform is None:
-            return image
-        if change is not None:   # the head and the background about it move first, then the face goes on
-            image = move_head(image, transform, change, self.size)
-            transform = moved_transform(transform, change)
-        return self.paste(image, crop, rescale_transform(transform, self.scale))
+        """The model's face rendered into the source frame, the head moved as the driver's moved."""
+        return image if transform is None else self.paste(image, transform, change, made)
 
 
 def transfer_frames(source: np.ndarray | Sequence[np.ndarray], driver: Iterable[np.ndarray], *,
@@ -163,7 +149,7 @@ LOOKAHEAD = 3   # frames of the driver's track read ahead: its smoothing then la
 POSES = ("carry", "still")   # the driver's head motion moves the source's head, or the head stays where it is
 
 
-def _check_options(window: int, motion: str, render_size: int = 512, pose: str = "carry") -> None:
+def _check_options(window: int, motion: str, render_size: int = RENDER_SIZE, pose: str = "carry") -> None:
     if pose not in POSES:
         raise ConfigError(f"unknown --pose '{pose}' (choose from {', '.join(POSES)})")
     if not 16 <= render_size <= 2048:
@@ -178,7 +164,7 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
              steps: int | None = None, guidance: float = 1.0, seed: int = 0, absolute: bool = False,
              paste: bool = True, colour_match: bool = True, window: int = 16, aligner: str = "auto",
              motion: str = DEFAULT_MOTION, face: int = 1, driver_face: int = 1, allow_truncated: bool = False,
-             sampler: str = "heun", render_size: int = 512, pose: str = "carry", device: str = "cpu",
+             sampler: str = "heun", render_size: int = RENDER_SIZE, pose: str = "carry", device: str = "cpu",
              codec: str = "libx264", crf: int = 18, force: bool = False, progress: bool = True) -> TransferSummary:
     """Write `output`: the source face moving like the driver, with the driver's sound.
 

@@ -1,0 +1,122 @@
+"""Transfer's paste-back as one warp of the source frame (`Composer`).
+
+The model says where the reference face's pixels go (its final backward grid over the crop)
+and what it paints on top (the denoiser's residual, the mouth refiner). Both are rendered
+straight into the frame at the frame's own pixels: each output pixel inside the moved face
+crop takes its source position from the model's grid, each one outside it from the carried
+head's motion (crop.head_map: rigid on the head, fading to still), and across the crop's
+feathered border the two positions are blended, not the pixels, so nothing is cut: the jaw,
+hair and background keep one edge. The painted part is added inside the face's ellipse.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facevid.face.crop import (
+    crop_mask,
+    head_map,
+    invert_affine,
+    match_colour,
+    move_head,
+    moved_transform,
+    transform_points,
+)
+
+
+def crop_pixels(matrix: np.ndarray, x0: int, y0: int, width: int, height: int):
+    """(xs, ys, u, v): the frame pixels of a region and where `matrix` (frame → crop) puts them."""
+    xs, ys = np.meshgrid(np.arange(x0, x0 + width, dtype=np.float32), np.arange(y0, y0 + height, dtype=np.float32))
+    u = matrix[0, 0] * xs + matrix[0, 1] * ys + matrix[0, 2]
+    v = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
+    return xs, ys, u.astype(np.float32), v.astype(np.float32)
+
+
+def sample_over_crop(image: np.ndarray, u: np.ndarray, v: np.ndarray, size: int, *,
+                     border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """`image` laid over a crop of side `size` (at any resolution, pixel centres aligned as
+    rescale_transform does), bilinearly sampled at crop pixels (u, v)."""
+    k = np.float32(image.shape[0] / size)
+    return cv2.remap(np.ascontiguousarray(image), u * k + (k - 1) / 2, v * k + (k - 1) / 2, cv2.INTER_LINEAR,
+                     borderMode=border)
+
+
+def grid_positions(grid: np.ndarray, u: np.ndarray, v: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the model's backward grid (f, f, 2; normalised, align_corners=False) sends crop
+    pixels (u, v), in crop pixels; its flow is upsampled bilinearly, as the model's warp does."""
+    f = grid.shape[0]
+    centres = (np.arange(f, dtype=np.float32) * 2 + 1) / f - 1
+    flow_x = grid[..., 0] - centres[None, :]
+    flow_y = grid[..., 1] - centres[:, None]
+    half = np.float32(size / 2)
+    return (u + sample_over_crop(flow_x, u, v, size, border=cv2.BORDER_REPLICATE) * half,
+            v + sample_over_crop(flow_y, u, v, size, border=cv2.BORDER_REPLICATE) * half)
+
+
+class Composer:
+    """Output frames from the model's `Parts` (pipeline.Parts) on a reference frame.
+
+    `reference`: the frame the model's reference crop was cut from, `ref_transform` its
+    frame → crop transform (crop side `size`). `cap`: the largest crop side the face is
+    rendered at (a reference denser than that is first reduced to it)."""
+
+    def __init__(self, size: int, reference: np.ndarray, ref_transform: np.ndarray, *, cap: int | None = None,
+                 colour_match: bool = True):
+        from facevid.face.crop import native_side
+
+        self.size, self.colour_match, self.full = size, colour_match, reference
+        side = native_side(ref_transform, size, cap) if cap else None
+        native = size / np.sqrt(abs(np.linalg.det(np.asarray(ref_transform)[:, :2])))
+        self.shrink = min(1.0, side / native) if side else 1.0
+        to_ref = invert_affine(ref_transform)                       # crop pixels → reference frame pixels
+        if self.shrink < 1.0:
+            reference = cv2.resize(reference, None, fx=self.shrink, fy=self.shrink, interpolation=cv2.INTER_AREA)
+            to_ref = to_ref * self.shrink
+            to_ref[:, 2] += (self.shrink - 1) / 2
+        self.reference, self.to_ref = reference, to_ref
+        hi = max(size, 256)
+        self.blend, self.face = crop_mask(hi, "square"), crop_mask(hi, "face")
+        self._checked: tuple[np.ndarray | None, bool] = (None, False)
+
+    def _is_reference(self, image: np.ndarray) -> bool:
+        """`image` is the reference frame (a photo source: one warp serves face and background)."""
+        if self.shrink < 1.0:
+            return False
+        if image is not self._checked[0]:
+            same = image is self.full or (image.shape == self.full.shape and np.array_equal(image, self.full))
+            self._checked = (image, same)
+        return self._checked[1]
+
+    def __call__(self, image: np.ndarray, transform: np.ndarray, change: np.ndarray | None, parts) -> np.ndarray:
+        """`image` (this output frame's background, whose face has the frame → crop `transform`)
+        with its head moved by `change` (crop.head_change; None: in place) and the model's face on it."""
+        size = self.size
+        moved = transform if change is None else moved_transform(transform, change)
+        out = image if change is None else move_head(image, transform, change, size)
+        h, w = image.shape[:2]
+        corners = transform_points(invert_affine(moved), np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [w, h])
+        if x1 <= x0 or y1 <= y0:
+            return out
+        xs, ys, u, v = crop_pixels(moved, int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        su, sv = grid_positions(parts.grid, u, v, size)
+        a = self.to_ref
+        fx = (a[0, 0] * su + a[0, 1] * sv + a[0, 2]).astype(np.float32)
+        fy = (a[1, 0] * su + a[1, 1] * sv + a[1, 2]).astype(np.float32)
+        hx, hy = (xs, ys) if change is None else head_map(xs, ys, transform, change, size)
+        alpha = sample_over_crop(self.blend, u, v, size)
+        if self._is_reference(image):   # positions blended: one sampling of one picture
+            region = cv2.remap(image, alpha * fx + (1 - alpha) * hx, alpha * fy + (1 - alpha) * hy,
+                               cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        else:                           # a video's face from its first frame, the background from this one
+            face = cv2.remap(self.reference, fx, fy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+            back = cv2.remap(image, hx, hy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+            if self.colour_match:
+                face = match_colour(face, back, sample_over_crop(self.face, u, v, size))
+            region = back.astype(np.float32) + alpha[..., None] * (face.astype(np.float32) - back)
+        painted = sample_over_crop(parts.generated, u, v, size) * sample_over_crop(self.face, u, v, size)[..., None]
+        out = out.copy() if out is image else out
+        out[y0:y1, x0:x1] = np.clip(region + 127.5 * painted + 0.5, 0, 255).astype(np.uint8)
+        return out

@@ -310,7 +310,9 @@ def transfer(
     guidance: float = typer.Option(1.0, "--guidance", help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same output)."),
     no_paste_back: bool = typer.Option(False, "--no-paste-back", help="Write the generated crops only."),
-    no_colour_match: bool = typer.Option(False, "--no-colour-match", help="Paste back without colour matching."),
+    no_colour_match: bool = typer.Option(False, "--no-colour-match",
+                                         help="A video source: its face (from its first frame) is not "
+                                              "colour-matched to each frame."),
     window: int = WINDOW,
     motion: str = typer.Option(DEFAULT_MOTION, "--motion",
                                help="Where the warp's landmark motion comes from: 'landmarks' (the tracker's 68 dlib "

@@ -50,8 +50,8 @@ def test_the_models_grid_moves_the_face_at_the_frames_own_pixels(texture):
     """4 crop pixels of the model's flow are 8 frame pixels here: inside the crop the output is
     the photo moved by exactly that, outside the crop it is the photo untouched."""
     out = Composer(SIZE, texture, TRANSFORM)(texture, TRANSFORM, None, Parts(shifted(4), nothing_painted()))
-    inner = (slice(70, 130), slice(70, 130))
-    moved = texture[70:130, 78:138]
+    inner = (slice(80, 130), slice(80, 130))   # where the model's positions hold (crop_mask "head")
+    moved = texture[80:130, 88:138]
     assert np.abs(out[inner].astype(int) - moved).max() <= 1
     assert np.abs(out[inner].astype(int) - texture[inner]).mean() > 10   # it did move
     assert np.array_equal(out[:, :38], texture[:, :38]) and np.array_equal(out[:38], texture[:38])
@@ -96,7 +96,7 @@ def test_a_video_sources_face_comes_from_its_first_frame_and_the_rest_from_this_
     later = np.full_like(texture, 40)
     out = Composer(SIZE, texture, TRANSFORM, colour_match=False)(later, TRANSFORM, None,
                                                                  Parts(identity_grid(), nothing_painted()))
-    assert np.abs(out[70:130, 70:130].astype(int) - texture[70:130, 70:130]).max() <= 1
+    assert np.abs(out[80:130, 80:130].astype(int) - texture[80:130, 80:130]).max() <= 1
     assert (out[:38] == 40).all() and (out[:, 172:] == 40).all()
 
 
@@ -118,3 +118,17 @@ def test_the_cap_reduces_a_denser_reference(texture):
         return float(np.abs(cv2.Laplacian(out[80:120, 80:120, 0].astype(np.float32), cv2.CV_32F)).mean())
 
     assert detail(1024) > 4 * detail(SIZE)
+
+
+def test_the_carried_head_moves_the_face_and_the_far_background_stays():
+    """The driver's head moved 10 frame pixels right and the model's grid is still: the face
+    moves rigidly with it, by one sampling of the photo, and the frame far from the head is untouched."""
+    rng = np.random.default_rng(2)
+    photo = cv2.resize(rng.uniform(0, 255, (100, 100, 3)).astype(np.float32), (400, 400),
+                       interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+    now = TRANSFORM.copy()
+    now[0, 2] -= 5.0                                          # crop x = 0.5 (frame x - 10) - 20
+    out = Composer(SIZE, photo, TRANSFORM)(photo, TRANSFORM, head_change(TRANSFORM, now),
+                                           Parts(identity_grid(), nothing_painted()))
+    assert np.abs(out[70:130, 80:140].astype(int) - photo[70:130, 70:130]).max() <= 1
+    assert np.array_equal(out[:, 300:], photo[:, 300:]) and np.array_equal(out[330:], photo[330:])

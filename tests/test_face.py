@@ -389,8 +389,8 @@ def test_one_euro_filter_steps_by_its_cutoffs_smoothing_factor():
     assert f(np.array([1.0]), 0.08)[0] == pytest.approx(alpha + (1 - alpha) * alpha)
 
 
-def test_crop_masks_square_and_face():
-    square, face = C.crop_mask(100, "square"), C.crop_mask(100, "face")
+def test_crop_masks_square_face_and_head():
+    square, face, head = C.crop_mask(100, "square"), C.crop_mask(100, "face"), C.crop_mask(100, "head")
     assert square[50, 50] == pytest.approx(1.0) and square[50, 15] > 0.95                   # the whole crop
     assert square[0, 0] < 0.05 and square[50, 0] < 0.2 and square[99, 50] < 0.2                # soft borders
     # the feather spans the whole band: 0 only on the outer ring (2.2% there once, where the blur
@@ -399,7 +399,11 @@ def test_crop_masks_square_and_face():
     assert not ring.any() and (square[1:-1, 1:-1] > 0).all()
     assert np.allclose(square[2 * pad + 1:-2 * pad - 1, 2 * pad + 1:-2 * pad - 1], 1.0) and square[50, 2 * pad] < 1
     assert face[50, 50] == pytest.approx(1.0) and face[5, 5] == 0 and face[50, 15] < 0.5    # an ellipse
-    with pytest.raises(ConfigError, match="face, square"):
+    # the face's ellipse grown to the jaw, hairline and ears, within the crop: 0 on its outer ring
+    assert (head >= face - 1e-6).all() and head[5, 5] == 0
+    assert head[50, 20] > 0.95 > 0.5 > face[50, 20] and head[50, 80] > 0.95 and head[12, 50] > 3 * face[12, 50]
+    assert not np.concatenate([head[0], head[-1], head[:, 0], head[:, -1]]).any()
+    with pytest.raises(ConfigError, match="face, head, square"):
         C.crop_mask(100, "circle")
 
 

@@ -16,13 +16,15 @@ import numpy as np
 
 from facevid.face.crop import (
     crop_mask,
-    head_map,
+    head_motion_map,
     invert_affine,
     match_colour,
-    move_head,
     moved_transform,
     transform_points,
 )
+
+
+BLEND = "head"   # where the model's positions hold (crop.crop_mask); the carried head's beyond (docs/decisions.md)
 
 
 def crop_pixels(matrix: np.ndarray, x0: int, y0: int, width: int, height: int):
@@ -76,7 +78,7 @@ class Composer:
             to_ref[:, 2] += (self.shrink - 1) / 2
         self.reference, self.to_ref = reference, to_ref
         hi = max(size, 256)
-        self.blend, self.face = crop_mask(hi, "square"), crop_mask(hi, "face")
+        self.blend, self.face = crop_mask(hi, BLEND), crop_mask(hi, "face")
         self._checked: tuple[np.ndarray | None, bool] = (None, False)
 
     def _is_reference(self, image: np.ndarray) -> bool:
@@ -93,30 +95,52 @@ class Composer:
         with its head moved by `change` (crop.head_change; None: in place) and the model's face on it."""
         size = self.size
         moved = transform if change is None else moved_transform(transform, change)
-        out = image if change is None else move_head(image, transform, change, size)
-        h, w = image.shape[:2]
-        corners = transform_points(invert_affine(moved), np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
-        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
-        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [w, h])
-        if x1 <= x0 or y1 <= y0:
+        box = crop_box(moved, size, image.shape)
+        head = None if change is None else head_motion_map(image.shape, transform, change, size)
+        if head is None and box is None:
+            return image
+        if head is None:   # nothing moves about the crop: the region is the crop's, its map the identity
+            (bx, by), (x0, y0, x1, y1) = box[:2], box
+            map_x, map_y = crop_pixels(moved, x0, y0, x1 - x0, y1 - y0)[:2]
+        else:              # the carried head's region (it holds the crop's)
+            (bx, by), map_x, map_y = head
+        out = image.copy()
+        if box is None:
+            out[by:by + map_x.shape[0], bx:bx + map_x.shape[1]] = cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC,
+                                                                           borderMode=cv2.BORDER_REPLICATE)
             return out
-        xs, ys, u, v = crop_pixels(moved, int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        x0, y0 = max(box[0], bx), max(box[1], by)
+        x1, y1 = min(box[2], bx + map_x.shape[1]), min(box[3], by + map_x.shape[0])
+        inner = (slice(y0 - by, y1 - by), slice(x0 - bx, x1 - bx))
+        _, _, u, v = crop_pixels(moved, x0, y0, x1 - x0, y1 - y0)
         su, sv = grid_positions(parts.grid, u, v, size)
         a = self.to_ref
         fx = (a[0, 0] * su + a[0, 1] * sv + a[0, 2]).astype(np.float32)
         fy = (a[1, 0] * su + a[1, 1] * sv + a[1, 2]).astype(np.float32)
-        hx, hy = (xs, ys) if change is None else head_map(xs, ys, transform, change, size)
         alpha = sample_over_crop(self.blend, u, v, size)
-        if self._is_reference(image):   # positions blended: one sampling of one picture
-            region = cv2.remap(image, alpha * fx + (1 - alpha) * hx, alpha * fy + (1 - alpha) * hy,
-                               cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-        else:                           # a video's face from its first frame, the background from this one
+        same = self._is_reference(image)
+        if same:           # positions blended: one sampling of one picture, face and background alike
+            map_x[inner] += alpha * (fx - map_x[inner])
+            map_y[inner] += alpha * (fy - map_y[inner])
+        region = cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        face_mask = sample_over_crop(self.face, u, v, size)
+        if same:
+            made = region[inner].astype(np.float32)
+        else:              # a video's face from its first frame, the background from this one
+            back = region[inner]
             face = cv2.remap(self.reference, fx, fy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-            back = cv2.remap(image, hx, hy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
             if self.colour_match:
-                face = match_colour(face, back, sample_over_crop(self.face, u, v, size))
-            region = back.astype(np.float32) + alpha[..., None] * (face.astype(np.float32) - back)
-        painted = sample_over_crop(parts.generated, u, v, size) * sample_over_crop(self.face, u, v, size)[..., None]
-        out = out.copy() if out is image else out
-        out[y0:y1, x0:x1] = np.clip(region + 127.5 * painted + 0.5, 0, 255).astype(np.uint8)
+                face = match_colour(face, back, face_mask)
+            made = back.astype(np.float32) + alpha[..., None] * (face.astype(np.float32) - back)
+        painted = sample_over_crop(parts.generated, u, v, size) * face_mask[..., None]
+        region[inner] = np.clip(made + 127.5 * painted + 0.5, 0, 255).astype(np.uint8)
+        out[by:by + map_x.shape[0], bx:bx + map_x.shape[1]] = region
         return out
+
+
+def crop_box(matrix: np.ndarray, size: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1): the frame pixels a crop of side `size` cut by `matrix` covers, within the frame."""
+    corners = transform_points(invert_affine(matrix), np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [shape[1], shape[0]])
+    return None if x1 <= x0 or y1 <= y0 else (int(x0), int(y0), int(x1), int(y1))

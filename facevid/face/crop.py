@@ -163,19 +163,29 @@ def crop_mask(size: int, shape: str = "face", feather: float = 0.08) -> np.ndarr
 
     'square': the whole crop with soft borders, exactly 0 on its outer ring (a pasted crop
     leaves no edge in the frame) and exactly 1 from 2·pad + 1 px in; 'face': an ellipse around
-    the face (forehead to chin, ear to ear) of the default crop spec."""
-    if shape not in ("face", "square"):
-        raise ConfigError(f"unknown mask '{shape}' (choose from face, square)")
+    the face (forehead to chin, ear to ear) of the default crop spec; 'head': that ellipse grown
+    by a quarter (the jaw, the hairline and the ears inside it), held within the crop and 0 on
+    its outer ring as the square's."""
+    if shape not in MASKS:
+        raise ConfigError(f"unknown mask '{shape}' (choose from {', '.join(MASKS)})")
     pad = max(1, round(feather * size))
     mask = np.zeros((size, size), np.float32)
     if shape == "square":
         mask[pad + 1:size - pad - 1, pad + 1:size - pad - 1] = 1.0
     else:
+        grow = 1.25 if shape == "head" else 1.0
         centre = (round(size * 0.5), round(size * 0.53))
-        axes = (round(size * 0.36) - pad, round(size * 0.44) - pad)
+        axes = (min(round(size * 0.36 * grow), size // 2) - pad, min(round(size * 0.44 * grow), round(size * 0.47)) - pad)
         cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+        if shape == "head":
+            ring = np.ones_like(mask)
+            ring[pad + 1:size - pad - 1, pad + 1:size - pad - 1] = 0.0
+            mask[ring > 0] = 0.0
     k = 2 * pad + 1     # the blur reaches pad px: from the outer ring's zeros to the inner ones
     return cv2.GaussianBlur(mask, (k, k), pad / 2, borderType=cv2.BORDER_CONSTANT)
+
+
+MASKS = ("face", "head", "square")
 
 
 def match_colour(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:

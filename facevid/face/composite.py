@@ -23,7 +23,6 @@ from facevid.face.crop import (
     transform_points,
 )
 
-
 BLEND = "head"   # where the model's positions hold (crop.crop_mask); the carried head's beyond (docs/decisions.md)
 
 

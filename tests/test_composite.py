@@ -132,3 +132,12 @@ def test_the_carried_head_moves_the_face_and_the_far_background_stays():
                                            Parts(identity_grid(), nothing_painted()))
     assert np.abs(out[70:130, 80:140].astype(int) - photo[70:130, 70:130]).max() <= 1
     assert np.array_equal(out[:, 300:], photo[:, 300:]) and np.array_equal(out[330:], photo[330:])
+
+
+def test_a_crop_beyond_the_frame_leaves_it_as_it_is(texture):
+    """A face whose crop lies wholly outside the frame (a head carried off its edge): no error, the frame unchanged."""
+    away = TRANSFORM.copy()
+    away[:, 2] += 500.0
+    painted = np.ones((SIZE, SIZE, 3), np.float32)
+    out = Composer(SIZE, texture, TRANSFORM)(texture, away, None, Parts(shifted(4), painted))
+    assert np.array_equal(out, texture)

@@ -104,12 +104,15 @@ class Composer:
         else:              # the carried head's region (it holds the crop's)
             (bx, by), map_x, map_y = head
         out = image.copy()
+        if box is not None:   # the crop's part of the region
+            x0, y0 = max(box[0], bx), max(box[1], by)
+            x1, y1 = min(box[2], bx + map_x.shape[1]), min(box[3], by + map_x.shape[0])
+            box = (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
         if box is None:
             out[by:by + map_x.shape[0], bx:bx + map_x.shape[1]] = cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC,
                                                                            borderMode=cv2.BORDER_REPLICATE)
             return out
-        x0, y0 = max(box[0], bx), max(box[1], by)
-        x1, y1 = min(box[2], bx + map_x.shape[1]), min(box[3], by + map_x.shape[0])
+        x0, y0, x1, y1 = box
         inner = (slice(y0 - by, y1 - by), slice(x0 - bx, x1 - bx))
         _, _, u, v = crop_pixels(moved, x0, y0, x1 - x0, y1 - y0)
         su, sv = grid_positions(parts.grid, u, v, size)

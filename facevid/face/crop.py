@@ -175,7 +175,8 @@ def crop_mask(size: int, shape: str = "face", feather: float = 0.08) -> np.ndarr
     else:
         grow = 1.25 if shape == "head" else 1.0
         centre = (round(size * 0.5), round(size * 0.53))
-        axes = (min(round(size * 0.36 * grow), size // 2) - pad, min(round(size * 0.44 * grow), round(size * 0.47)) - pad)
+        axes = (min(round(size * 0.36 * grow), size // 2) - pad,
+                min(round(size * 0.44 * grow), round(size * 0.47)) - pad)
         cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA)
         if shape == "head":
             ring = np.ones_like(mask)

@@ -17,6 +17,7 @@ import torch
 from facevid.errors import ConfigError
 from facevid.face.crop import CropSpec
 from facevid.io.arrays import points_to_unit, to_tensor, to_uint8
+from facevid.model.warp import identity_grid
 from facevid.sampling import check_sampler
 
 if TYPE_CHECKING:
@@ -147,6 +148,9 @@ class Animator:
         self.driver_ref: torch.Tensor | None = None
         self.driver_ref_crop: torch.Tensor | None = None
         self.driver_ref_points: torch.Tensor | None = None
+        # relative motion: the warp the driver's first frame gets, less the identity, is taken off
+        # every frame's (the flow code's quantized zero and the flow net's bias, not the driver's motion)
+        self.grid_offset: torch.Tensor | None = None
         self.generator = torch.Generator(device).manual_seed(seed)
 
     @torch.no_grad()
@@ -176,9 +180,15 @@ class Animator:
         else:                                     # the change the motion codes imply
             target = self.source_points[:, None] + model.displacement(motion, self.driver_ref)
             ref_motion = self.driver_ref
+        if self.relative and self.grid_offset is None:   # the driver's first frame is the source, exactly
+            first = model.warp(self.source, self.source_points, target[:, :1], ref_motion, motion[:, :1],
+                               driver_ref_points)
+            f = first.grid.shape[1]
+            self.grid_offset = first.grid - identity_grid(1, f, f, device=first.grid.device, dtype=first.grid.dtype)
         out = model.decode(self.source, self.source_points, ref_motion, motion, self.content, steps=self.steps,
                            guidance=self.guidance, generator=self.generator, sampler=self.sampler, target_points=target,
-                           driver_ref_points=driver_ref_points, render=self.render, parts=self.parts)
+                           driver_ref_points=driver_ref_points, render=self.render, parts=self.parts,
+                           grid_offset=self.grid_offset)
         return self._frames(out)
 
     def _expression(self, driver_points: np.ndarray) -> list[np.ndarray]:

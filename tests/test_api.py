@@ -101,3 +101,16 @@ def test_frame_level_codec_is_the_file_task(tmp_path, tiny_weights, moving_clip)
     assert len(made) == len(frames) and min(_psnr(a, b) for a, b in zip(made, written)) > 35
     with pytest.raises(facevid.NoFaceError):
         facevid.encode_frames([np.zeros((96, 96, 3), np.uint8)] * 3, model=model)
+
+
+def test_relative_transfer_gives_back_the_source_on_the_drivers_first_frame(tiny_weights, photo, moving_clip):
+    """Relative motion is the driver's change since its first frame: that frame, whatever the
+    model's warp makes of it (an untrained model's flow net here), gives back the photo itself,
+    and the later frames move."""
+    import numpy as np
+
+    video, _ = moving_clip
+    image, driver = _frames(photo)[0], _frames(video)[:6]
+    made = list(facevid.transfer_frames(image, iter(driver), model=facevid.load_model(tiny_weights), steps=0))
+    assert np.abs(made[0].astype(int) - image).max() <= 1
+    assert np.abs(made[-1].astype(int) - image).max() > 20

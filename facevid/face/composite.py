@@ -64,12 +64,9 @@ class Composer:
 
     def __init__(self, size: int, reference: np.ndarray, ref_transform: np.ndarray, *, cap: int | None = None,
                  colour_match: bool = True):
-        from facevid.face.crop import native_side
-
         self.size, self.colour_match, self.full = size, colour_match, reference
-        side = native_side(ref_transform, size, cap) if cap else None
-        native = size / np.sqrt(abs(np.linalg.det(np.asarray(ref_transform)[:, :2])))
-        self.shrink = min(1.0, side / native) if side else 1.0
+        native = size / np.sqrt(abs(np.linalg.det(np.asarray(ref_transform)[:, :2])))   # the crop's side in frame px
+        self.shrink = min(1.0, max(cap, size) / native) if cap else 1.0
         to_ref = invert_affine(ref_transform)                       # crop pixels → reference frame pixels
         if self.shrink < 1.0:
             reference = cv2.resize(reference, None, fx=self.shrink, fy=self.shrink, interpolation=cv2.INTER_AREA)

@@ -218,7 +218,7 @@ class FaceVid(nn.Module):
 
     def warp(self, reference: torch.Tensor, ref_points: torch.Tensor, target_points: torch.Tensor,
              ref_motion: torch.Tensor, motion: torch.Tensor, driver_ref_points: torch.Tensor | None = None,
-             pin: torch.Tensor | None = None) -> Warped:
+             pin: torch.Tensor | None = None, grid_offset: torch.Tensor | None = None) -> Warped:
         """Warp each clip's reference (B, 3, S, S) to every target frame's keypoints (B, T, K, 2).
 
         With a flow code the warp starts from the flow the motion carries, which is the
@@ -227,7 +227,7 @@ class FaceVid(nn.Module):
         the reference's geometry (`_retarget`); given them and they are its own, the flow is
         pinned to the target keypoints at the eyes and mouth only. `pin` (B,) bool retargets
         those clips even on their own face (training: the warps retargeting makes). Without a
-        flow code the warp starts from the TPS."""
+        flow code the warp starts from the TPS. `grid_offset` is subtracted from the final grid."""
         b, t = target_points.shape[:2]
         cfg = self.cfg
         ref_out = reference.repeat_interleave(t, 0)                              # (N, 3, S, S)
@@ -257,6 +257,8 @@ class FaceVid(nn.Module):
         codes, ref_codes = self._vq(motion), self._vq(ref_motion)
         cond = self.flow_cond(torch.cat([codes - ref_codes[:, None], codes.detach()], -1).flatten(0, 1))
         grid, occlusion = self.flow_net(resize(ref_net, cfg.flow_size), base, src, dst, cond)
+        if grid_offset is not None:   # (1 or N, f, f, 2) taken off the final grid (relative transfer)
+            grid = grid - grid_offset
         occlusion = resize(occlusion, cfg.net_size)
         return Warped(warp_image(ref_out, grid), warp_image(ref_net, grid), occlusion, grid, base, start)
 
@@ -303,11 +305,13 @@ class FaceVid(nn.Module):
                generator: torch.Generator | None = None, target_points: torch.Tensor | None = None,
                driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None,
                sampler: str = "heun", render: torch.Tensor | None = None,
-               parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+               parts: bool = False, grid_offset: torch.Tensor | None = None
+               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Frames (B, T, 3, S, S) for motion (B, T, G*d [+ C]) on each clip's reference.
 
         `target_points` overrides the keypoints the motion implies (relative transfer), and
-        `driver_ref_points` says whose geometry the flow code's flow has (see `warp`);
+        `driver_ref_points` says whose geometry the flow code's flow has and `grid_offset` what is
+        taken off the final grid (see `warp`);
         `steps=0` returns the warped reference, `steps=1` adds the posterior-mean residual,
         more steps sample with `sampler` (sampling.SAMPLERS); with steps ≥ 1 the mouth refiner,
         if the model has one, repaints the mouth.
@@ -322,7 +326,8 @@ class FaceVid(nn.Module):
         b, t = motion.shape[:2]
         if target_points is None:
             target_points = ref_points[:, None] + self.displacement(motion, ref_motion)
-        warped = self.warp(reference, ref_points, target_points, ref_motion, motion, driver_ref_points)
+        warped = self.warp(reference, ref_points, target_points, ref_motion, motion, driver_ref_points,
+                           grid_offset=grid_offset)
         if steps == 0:   # the warp alone (fastest; no generated mouth interior)
             return self._rendered(warped, warped.out.clamp(-1, 1), render, b, t, parts)
         shared, cond, uncond = self.conditions(warped, motion, content, t)
@@ -346,7 +351,8 @@ class FaceVid(nn.Module):
         return self._rendered(warped, out, render, b, t, parts)
 
     def _rendered(self, warped: Warped, out: torch.Tensor, render: torch.Tensor | None, b: int, t: int,
-                  parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                  parts: bool = False, grid_offset: torch.Tensor | None = None
+               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """`out` (N, 3, S, S) as (B, T, 3, S, S), or at `render`'s resolution: `render` warped by
         the final grid plus the generated part (out − the warp at out_size), upsampled; with
         `parts`, the grid and the generated part (decode)."""

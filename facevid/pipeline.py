@@ -125,8 +125,7 @@ class Animator:
 
     def __init__(self, model, source_crop: np.ndarray, *, steps: int, guidance: float, seed: int, relative: bool,
                  device: str = "cpu", motion: str = "codes", source_points: np.ndarray | None = None,
-                 expression: bool = False, sampler: str = "heun", source_render: np.ndarray | None = None,
-                 parts: bool = False):
+                 expression: bool = False, sampler: str = "heun", parts: bool = False):
         if motion not in MOTION_SOURCES:
             raise ConfigError(f"unknown --motion '{motion}' (choose from {', '.join(MOTION_SOURCES)})")
         if motion == "landmarks" and source_points is None:
@@ -138,9 +137,6 @@ class Animator:
         self.motion_source, self.sampler, self.parts = motion, check_sampler(sampler), parts
         with torch.no_grad():
             self.source = to_tensor(source_crop[None], source_crop.shape[0]).to(device)   # (1, 3, S, S)
-            # the same crop at more pixels: the output is rendered at its size (FaceVid.decode)
-            self.render = (None if source_render is None or source_render.shape[0] == source_crop.shape[0]
-                           else to_tensor(source_render[None], source_render.shape[0]).to(device))
             encoded = model.encode(self.source[:, None], self.source)
             self.content, self.source_motion = encoded.content, encoded.motion[:, 0]
             self.source_points = (crop_points(source_points, source_crop.shape[0])[None].to(device)
@@ -155,7 +151,7 @@ class Animator:
 
     @torch.no_grad()
     def __call__(self, driver_crops: list[np.ndarray], driver_points: np.ndarray | None = None) -> list:
-        """Generated crops (out_size, or the render size) for a window of driver crops (out_size);
+        """Generated crops (out_size) for a window of driver crops (out_size);
         with `parts`, each frame's `Parts` instead (the warp and the generated part, for Composer)."""
         model, cfg = self.model, self.model.cfg
         if self.expression:
@@ -187,7 +183,7 @@ class Animator:
             self.grid_offset = first.grid - identity_grid(1, f, f, device=first.grid.device, dtype=first.grid.dtype)
         out = model.decode(self.source, self.source_points, ref_motion, motion, self.content, steps=self.steps,
                            guidance=self.guidance, generator=self.generator, sampler=self.sampler, target_points=target,
-                           driver_ref_points=driver_ref_points, render=self.render, parts=self.parts,
+                           driver_ref_points=driver_ref_points, parts=self.parts,
                            grid_offset=self.grid_offset)
         return self._frames(out)
 
@@ -201,7 +197,7 @@ class Animator:
         out = self.model.decode(self.source, self.source_points, self.source_motion, motion, self.content,
                                 steps=self.steps, guidance=self.guidance, generator=self.generator,
                                 sampler=self.sampler, target_points=target, driver_ref_points=self.source_points,
-                                render=self.render, parts=self.parts)
+                                parts=self.parts)
         return self._frames(out)
 
     def _frames(self, out) -> list:

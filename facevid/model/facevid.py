@@ -304,8 +304,7 @@ class FaceVid(nn.Module):
                motion: torch.Tensor, content: torch.Tensor, *, steps: int = 6, guidance: float = 1.0,
                generator: torch.Generator | None = None, target_points: torch.Tensor | None = None,
                driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None,
-               sampler: str = "heun", render: torch.Tensor | None = None,
-               parts: bool = False, grid_offset: torch.Tensor | None = None
+               sampler: str = "heun", parts: bool = False, grid_offset: torch.Tensor | None = None
                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Frames (B, T, 3, S, S) for motion (B, T, G*d [+ C]) on each clip's reference.
 
@@ -316,12 +315,10 @@ class FaceVid(nn.Module):
         more steps sample with `sampler` (sampling.SAMPLERS); with steps ≥ 1 the mouth refiner,
         if the model has one, repaints the mouth.
 
-        `render` (B, 3, R, R), the same crop of each reference at more pixels (R > out_size),
-        returns frames at R: the model's warp applied to `render` (its grid is resolution-free)
-        plus what the model generated on top of its own warp (residual and mouth), upsampled.
-        The pixels stay the reference's own; the model decides where they go. With `parts`,
-        returns those two apart for the caller to render anywhere: the final backward grid
-        (B, T, f, f, 2) and the generated part (B, T, 3, S, S), out − the warp at out_size."""
+        With `parts`, returns the model's two parts apart, for the caller to render at any
+        resolution (the warp's grid is resolution-free; transfer renders into the source frame,
+        face/composite.py): the final backward grid (B, T, f, f, 2) and the generated part
+        (B, T, 3, S, S), out − the warp at out_size."""
         check_sampler(sampler)
         b, t = motion.shape[:2]
         if target_points is None:
@@ -329,7 +326,7 @@ class FaceVid(nn.Module):
         warped = self.warp(reference, ref_points, target_points, ref_motion, motion, driver_ref_points,
                            grid_offset=grid_offset)
         if steps == 0:   # the warp alone (fastest; no generated mouth interior)
-            return self._rendered(warped, warped.out.clamp(-1, 1), render, b, t, parts)
+            return self._rendered(warped, warped.out.clamp(-1, 1), b, t, parts)
         shared, cond, uncond = self.conditions(warped, motion, content, t)
         n = self.cfg.net_size
         sigma_max = sigma_max or self.cfg.sample_sigma_max
@@ -348,20 +345,13 @@ class FaceVid(nn.Module):
         if self.mouth is not None:
             out = self.mouth(out, reference.repeat_interleave(t, 0), ref_points.repeat_interleave(t, 0),
                              target_points.flatten(0, 1))
-        return self._rendered(warped, out, render, b, t, parts)
+        return self._rendered(warped, out, b, t, parts)
 
-    def _rendered(self, warped: Warped, out: torch.Tensor, render: torch.Tensor | None, b: int, t: int,
-                  parts: bool = False, grid_offset: torch.Tensor | None = None
-               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """`out` (N, 3, S, S) as (B, T, 3, S, S), or at `render`'s resolution: `render` warped by
-        the final grid plus the generated part (out − the warp at out_size), upsampled; with
-        `parts`, the grid and the generated part (decode)."""
+    def _rendered(self, warped: Warped, out: torch.Tensor, b: int, t: int, parts: bool = False
+                  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """`out` (N, 3, S, S) as (B, T, 3, S, S); with `parts`, the grid and the generated part (decode)."""
+        s = self.cfg.out_size
         if parts:
-            f, s = warped.grid.shape[1], self.cfg.out_size
+            f = warped.grid.shape[1]
             return warped.grid.view(b, t, f, f, 2), (out - warped.out).view(b, t, 3, s, s)
-        if render is None:
-            return out.view(b, t, 3, self.cfg.out_size, self.cfg.out_size)
-        side = render.shape[-1]
-        sharp = warp_image(render.repeat_interleave(t, 0), warped.grid)
-        generated = F.interpolate(out - warped.out, size=(side, side), mode="bilinear", align_corners=False)
-        return (sharp + generated).clamp(-1, 1).view(b, t, 3, side, side)
+        return out.view(b, t, 3, s, s)

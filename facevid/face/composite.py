@@ -16,11 +16,11 @@ import numpy as np
 
 from facevid.face.crop import (
     crop_mask,
+    crop_region,
     head_motion_map,
     invert_affine,
     match_colour,
     moved_transform,
-    transform_points,
 )
 
 BLEND = "head"   # where the model's positions hold (crop.crop_mask); the carried head's beyond (docs/decisions.md)
@@ -91,7 +91,7 @@ class Composer:
         with its head moved by `change` (crop.head_change; None: in place) and the model's face on it."""
         size = self.size
         moved = transform if change is None else moved_transform(transform, change)
-        box = crop_box(moved, size, image.shape)
+        box = crop_region(moved, size, image.shape)
         head = None if change is None else head_motion_map(image.shape, transform, change, size)
         if head is None and box is None:
             return image
@@ -136,10 +136,3 @@ class Composer:
         out[by:by + map_x.shape[0], bx:bx + map_x.shape[1]] = region
         return out
 
-
-def crop_box(matrix: np.ndarray, size: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1): the frame pixels a crop of side `size` cut by `matrix` covers, within the frame."""
-    corners = transform_points(invert_affine(matrix), np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [shape[1], shape[0]])
-    return None if x1 <= x0 or y1 <= y0 else (int(x0), int(y0), int(x1), int(y1))

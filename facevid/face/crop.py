@@ -205,6 +205,16 @@ def match_colour(image: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> 
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
+def crop_region(matrix: np.ndarray, size: int, shape: tuple[int, ...], margin: int = 2
+                ) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1): the frame pixels a crop of side `size` cut by the frame → crop `matrix`
+    covers, `margin` px more on each side, within a frame of `shape`; None when none are."""
+    corners = transform_points(invert_affine(matrix), np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + margin, [shape[1], shape[0]])
+    return None if x1 <= x0 or y1 <= y0 else (int(x0), int(y0), int(x1), int(y1))
+
+
 def paste_back(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, *,
                mask: np.ndarray | None = None, colour_match: bool = False) -> np.ndarray:
     """Put a (possibly generated) crop back into `frame` under a feathered mask.
@@ -216,14 +226,11 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, *,
         mask = crop_mask(size, "face")
     if colour_match:
         crop = match_colour(crop, cut_crop(frame, matrix, size), mask)
-    h, w = frame.shape[:2]
     inv = invert_affine(matrix)
-    # only work on the frame region the crop covers
-    corners = transform_points(inv, np.array([[0, 0], [size, 0], [0, size], [size, size]], float))
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, [w, h])
-    if x1 <= x0 or y1 <= y0:
+    box = crop_region(matrix, size, frame.shape)   # only work on the frame region the crop covers
+    if box is None:
         return frame.copy()
+    x0, y0, x1, y1 = box
     shift = np.array([[1, 0, -x0], [0, 1, -y0]], float)
     to_region = compose(shift, inv)
     region_size = (int(x1 - x0), int(y1 - y0))

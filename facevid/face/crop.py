@@ -275,7 +275,7 @@ def moved_transform(transform: np.ndarray, change: np.ndarray) -> np.ndarray:
     return compose(invert_affine(np.asarray(change)), np.asarray(transform, np.float64))
 
 
-HEAD_LIMITS = (0.15, 30.0, 1.25)   # the carried head's largest shift (× crop side), roll (°) and zoom (or 1/zoom)
+HEAD_LIMITS = (0.4, 30.0, 1.5)   # the carried head's largest shift (× crop side), roll (°) and zoom (or 1/zoom)
 
 
 def limit_head_change(change: np.ndarray, size: int, limits: tuple[float, float, float] = HEAD_LIMITS
@@ -297,9 +297,65 @@ def limit_head_change(change: np.ndarray, size: int, limits: tuple[float, float,
     return np.hstack([lin, (centre + shift - lin @ centre)[:, None]])
 
 
+def scale_head_change(change: np.ndarray, size: int, amount: float) -> np.ndarray:
+    """`change` (head_change) taken `amount` of the way from no move: its shift of the crop's
+    centre, its roll and its log-zoom each scaled by `amount`."""
+    change = np.asarray(change, np.float64)
+    scale = math.hypot(change[0, 0], change[1, 0]) ** amount
+    angle = math.atan2(change[1, 0], change[0, 0]) * amount
+    centre = np.array([(size - 1) / 2] * 2)
+    shift = (change[:, :2] @ centre + change[:, 2] - centre) * amount
+    lin = scale * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return np.hstack([lin, (centre + shift - lin @ centre)[:, None]])
+
+
+def fit_head_change(change: np.ndarray, transform: np.ndarray, shape: tuple[int, ...], size: int,
+                    tolerance: float = 1.0) -> np.ndarray:
+    """`change` held back (scale_head_change) until the carried head's map takes no pixel on the
+    frame's border from more than `tolerance` px outside the frame: a head carried further than
+    the frame leaves room to stretch its neck and body over would smear the frame's last rows
+    into streaks; it is carried as far as the frame allows instead."""
+    h, w = shape[:2]
+    xs = np.concatenate([np.arange(w), np.arange(w), np.zeros(h), np.full(h, w - 1)]).astype(np.float32)
+    ys = np.concatenate([np.zeros(w), np.full(w, h - 1), np.arange(h), np.arange(h)]).astype(np.float32)
+
+    def outside(amount: float) -> float:
+        map_x, map_y = head_map(xs, ys, transform, scale_head_change(change, size, amount), size)
+        return float(max((-map_x).max(), (map_x - (w - 1)).max(), (-map_y).max(), (map_y - (h - 1)).max()))
+
+    if outside(1.0) <= tolerance:
+        return np.asarray(change, np.float64)
+    low, high = 0.0, 1.0
+    for _ in range(10):
+        mid = (low + high) / 2
+        low, high = (mid, high) if outside(mid) <= tolerance else (low, mid)
+    return scale_head_change(change, size, low)
+
+
 HEAD_REGION = ((0.0, 0.06), (0.72, 0.88))   # the face mask's ellipse, normalised crop units (centre, radii)
 HEAD_FALLOFF = (1.05, 2.0)   # the background moves with the head inside this many radii, not beyond the second
 BODY_FALLOFF = 1.6           # ... below the chin, not beyond this many: the neck stretches, the shoulders stay
+FADE_WIDTH = 2.5             # the fade is at least this many times the head's move wide (radii): never folds
+
+
+def head_falloff(change: np.ndarray, size: int) -> tuple[float, float, float]:
+    """(inner, outer, body): HEAD_FALLOFF and BODY_FALLOFF, each fade widened to FADE_WIDTH times
+    the carried head's largest move (in the face ellipse's radii) on the ellipse halfway across
+    the fade. The fade's steepest slope is 1.5 of its mean, so the map's Jacobian stays above
+    about 1 - 1.5 / FADE_WIDTH: a head carried far stretches the background over a wider band
+    instead of folding it; a small move keeps the fixed fades (the shoulders still)."""
+    (cx, cy), (rx, ry) = HEAD_REGION
+    inner, outer = HEAD_FALLOFF
+    angle = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+    unit = np.array([rx, ry]) * size / 2
+    reach = inner
+    for _ in range(3):   # the move grows outwards under a turn or a zoom: measure it mid-fade
+        radius = (inner + reach) / 2
+        ring = np.stack([cx + radius * rx * np.cos(angle), cy + radius * ry * np.sin(angle)], 1)
+        pixels = ((ring + 1) * size - 1) / 2
+        move = (transform_points(np.asarray(change, np.float64), pixels) - pixels) / unit
+        reach = inner + FADE_WIDTH * float(np.hypot(move[:, 0], move[:, 1]).max())
+    return inner, max(outer, reach), max(BODY_FALLOFF, reach)
 
 
 def head_motion_map(shape: tuple[int, ...], transform: np.ndarray, change: np.ndarray, size: int
@@ -307,10 +363,11 @@ def head_motion_map(shape: tuple[int, ...], transform: np.ndarray, change: np.nd
     """Where move_head takes each pixel of the frame region the moved head can reach from:
     ((x0, y0), map_x, map_y), the maps float32 frame coordinates over the region from (x0, y0);
     None when the region is empty. Rigid inside the face ellipse, fading to still by
-    HEAD_FALLOFF[1] radii to the sides and above and by BODY_FALLOFF radii below the chin."""
+    HEAD_FALLOFF[1] radii to the sides and above and by BODY_FALLOFF radii below the chin, or
+    wider for a head carried far (head_falloff)."""
     moved = moved_transform(transform, change)
     (cx, cy), (rx, ry) = HEAD_REGION
-    outer = HEAD_FALLOFF[1]
+    outer = max(head_falloff(change, size)[1:])
     # the frame region the moving part can reach: the outer ellipse's box, in the moved face's crop
     corners = np.array([[cx - rx * outer, cy - ry * outer], [cx + rx * outer, cy - ry * outer],
                         [cx - rx * outer, cy + ry * outer], [cx + rx * outer, cy + ry * outer]])
@@ -331,12 +388,12 @@ def head_map(xs: np.ndarray, ys: np.ndarray, transform: np.ndarray, change: np.n
     moved = moved_transform(transform, change)
     back = compose(invert_affine(transform), moved)   # frame → frame: where each moved pixel comes from
     (cx, cy), (rx, ry) = HEAD_REGION
-    inner, outer = HEAD_FALLOFF
+    inner, outer, body = head_falloff(change, size)
     u = (2 * (moved[0, 0] * xs + moved[0, 1] * ys + moved[0, 2]) + 1) / size - 1
     v = (2 * (moved[1, 0] * xs + moved[1, 1] * ys + moved[1, 2]) + 1) / size - 1
     r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
     below = np.clip((v - cy) / ry, 0.0, 1.0)   # 0 level with the face's centre and above, 1 at the chin and under
-    reach = outer + (BODY_FALLOFF - outer) * below * below * (3 - 2 * below)
+    reach = outer + (body - outer) * below * below * (3 - 2 * below)
     t = np.clip((r - inner) / (reach - inner), 0.0, 1.0)
     weight = 1.0 - t * t * (3 - 2 * t)
     map_x = xs + weight * (back[0, 0] * xs + back[0, 1] * ys + back[0, 2] - xs)

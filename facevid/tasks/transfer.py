@@ -19,7 +19,7 @@ import numpy as np
 from facevid.config import DEFAULT_MOTION, RENDER_SIZE
 from facevid.errors import ConfigError, NoFaceError
 from facevid.face.composite import Composer
-from facevid.face.crop import cut_crop, head_change, limit_head_change
+from facevid.face.crop import cut_crop, fit_head_change, head_change, limit_head_change
 from facevid.io.arrays import as_rgb
 from facevid.pipeline import MOTION_SOURCES, Animator, Parts, crop_spec, track_faces, windows
 from facevid.tasks.summary import TaskSummary
@@ -115,6 +115,9 @@ class Transfer:
                 if self.carry and f.found:
                     first = f.transform if first is None else first
                     change = limit_head_change(head_change(first, f.transform), self.size)
+                    if transform is not None:   # no further than the frame leaves room to stretch the body
+                        side = self.size / np.sqrt(abs(np.linalg.det(transform[:, :2])))
+                        change = fit_head_change(change, transform, image.shape, self.size, HEAD_ROOM * side)
                 yield Frame(f.index, f.time, self._paste(image, crop, transform, change) if self.paste else crop)
 
     def _paste(self, image: np.ndarray, made: Parts, transform: np.ndarray | None,
@@ -145,6 +148,7 @@ def transfer_frames(source: np.ndarray | Sequence[np.ndarray], driver: Iterable[
         raise NoFaceError(run.tracker.not_found(f"the driver ({run.frames} frames)"))
 
 
+HEAD_ROOM = 0.1   # how far past the frame's edge (× the face crop's side) the carried head may pull the border
 LOOKAHEAD = 3   # frames of the driver's track read ahead: its smoothing then lags none
 POSES = ("carry", "still")   # the driver's head motion moves the source's head, or the head stays where it is
 

@@ -439,9 +439,10 @@ def weights_verify():
     from facevid.weights import registry, verify
 
     entries = registry()
-    for entry in entries.values():
+    for label, entry in [*(("", e) for e in entries.values()),
+                         *(("directions ", e) for e in registry(table="directions").values())]:
         verify(entry)
-        print(f"{entry.name}: ok ({entry.sha256[:12]})")
+        print(f"{label}{entry.name}: ok ({entry.sha256[:12]})")
     if not entries:
         print("no weights listed in weights.toml")
 

@@ -28,8 +28,9 @@ class WeightsEntry:
     info: dict
 
 
-def registry(path: Path = REGISTRY) -> dict[str, WeightsEntry]:
-    """Every entry of weights.toml (an empty registry if the file is absent)."""
+def registry(path: Path = REGISTRY, table: str = "weights") -> dict[str, WeightsEntry]:
+    """Every entry of one table of weights.toml (an empty registry if the file is absent):
+    `weights` (models), or `directions` (the edit's attribute directions, facevid.face.directions)."""
     if not path.exists():
         return {}
     try:
@@ -37,7 +38,7 @@ def registry(path: Path = REGISTRY) -> dict[str, WeightsEntry]:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
     entries = {}
-    for name, entry in doc.get("weights", {}).items():
+    for name, entry in doc.get(table, {}).items():
         entries[name] = WeightsEntry(name, (path.parent / entry["path"]).resolve(), entry["sha256"],
                                      int(entry["size"]), entry)
     return entries
@@ -88,6 +89,18 @@ def resolve(name_or_path: str | Path | None) -> Path:
         raise InputError(f"weights {path} is not a file")
     known = ", ".join(entries) or "none bundled yet"
     raise InputError(f"no weights '{name}': not a file and not a name in weights.toml ({known})")
+
+
+def bundled_directions(name: str = DEFAULT):
+    """The edit's attribute directions weights.toml lists under [directions.NAME]
+    (facevid.face.directions.Directions), size and sha256 checked."""
+    from facevid.face.directions import load_directions
+
+    entries = registry(table="directions")
+    if name not in entries:
+        raise InputError(f"no bundled directions '{name}' (known: {', '.join(entries) or 'none'})")
+    verify(entries[name])
+    return load_directions(entries[name].path)
 
 
 def check_device(device: str) -> str:

@@ -302,7 +302,7 @@ def test_eval_takes_a_registry_name_and_keeps_sheets(capsys, tmp_path, tiny_weig
     toml = tmp_path / "weights.toml"
     toml.write_text(f'[weights.tiny]\npath = "{tiny_weights}"\nsha256 = "{W.sha256_of(tiny_weights)}"\n'
                     f"size = {tiny_weights.stat().st_size}\n")
-    monkeypatch.setattr(W.registry, "__defaults__", (toml,))
+    monkeypatch.setattr(W.registry, "__defaults__", (toml, "weights"))
     sheet = tmp_path / "s.png"
     code, out, err = run_cli(capsys, "eval", "tiny", "--data", cache, "--max-frames", 3, "--max-clips", 1,
                              "--sheet", sheet, "--json")

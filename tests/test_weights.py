@@ -21,7 +21,7 @@ def _registry(tmp_path, content=b"weights-bytes", sha=None, size=None):
 def test_registry_resolve_and_verify(tmp_path, monkeypatch):
     toml, blob = _registry(tmp_path)
     monkeypatch.setattr(W, "REGISTRY", toml)
-    monkeypatch.setattr(W.registry, "__defaults__", (toml,))
+    monkeypatch.setattr(W.registry, "__defaults__", (toml, "weights"))
     assert W.resolve("demo") == blob.resolve()
     assert W.resolve(str(blob)) == blob
     with pytest.raises(InputError, match="no weights 'other'"):
@@ -38,7 +38,7 @@ def test_registry_resolve_and_verify(tmp_path, monkeypatch):
 
 def test_weights_commands(capsys, tmp_path, monkeypatch):
     toml, blob = _registry(tmp_path)
-    monkeypatch.setattr(W.registry, "__defaults__", (toml,))
+    monkeypatch.setattr(W.registry, "__defaults__", (toml, "weights"))
     code, out, _ = run_cli(capsys, "weights", "list")
     assert code == 0 and "demo" in out and ", ok)" in out
     code, out, _ = run_cli(capsys, "weights", "verify")
@@ -55,3 +55,20 @@ def test_weights_commands(capsys, tmp_path, monkeypatch):
 def test_bundled_registry_is_consistent():
     for entry in W.registry().values():
         W.verify(entry)
+    for entry in W.registry(table="directions").values():
+        W.verify(entry)
+
+
+def test_weights_verify_checks_the_directions_too(capsys, tmp_path, monkeypatch):
+    toml, blob = _registry(tmp_path)
+    other = tmp_path / "d.safetensors"
+    other.write_bytes(b"directions")
+    toml.write_text(toml.read_text() + f'[directions.demo]\npath = "d.safetensors"\nsha256 = "{W.sha256_of(other)}"\n'
+                    f'size = {len(b"directions")}\n')
+    monkeypatch.setattr(W.registry, "__defaults__", (toml, "weights"))
+    code, out, _ = run_cli(capsys, "weights", "verify")
+    assert code == 0 and "demo: ok" in out and "directions demo: ok" in out
+    other.write_bytes(b"Directions")
+    code, _, err = run_cli(capsys, "weights", "verify")
+    assert_one_line_error(code, err)
+    assert "weights 'demo' fail their sha256 check" in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ import typer
 
 from facevid import __version__
 from facevid.config import DEFAULT_MOTION, RENDER_SIZE
-from facevid.errors import FacevidError, FacevidWarning, Interrupted
+from facevid.errors import ConfigError, FacevidError, FacevidWarning, Interrupted
 
 _default_showwarning = warnings.showwarning
 
@@ -349,6 +350,61 @@ def transfer(
         print(json.dumps(summary.to_json(), indent=1))
     elif not quiet:
         print(f"{summary.frames} frames at {summary.fps:.1f} fps -> {summary.output}", file=sys.stderr)
+
+
+@app.command(epilog="Example: facevid edit talk.mp4 --attr smile=+0.2 --set eyes=0.3 --from 2 --to 4.5 --ramp 0.3 "
+                     "-o out.mp4")
+@_friendly
+def edit(
+    input: Optional[Path] = typer.Argument(None, help="The video or photo to edit."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output: a video for a video, an image for "
+                                                                         "an image."),
+    attr: list[str] = typer.Option([], "--attr", help="NAME=SHIFT: change an attribute by SHIFT in its unit on "
+                                                      "every frame, e.g. smile=+0.2 or yaw=-10 (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="NAME=VALUE: bring an attribute to VALUE on every frame, "
+                                                     "e.g. eyes=0 closes the eyes, roll=0 levels the head."),
+    start: float = typer.Option(0.0, "--from", help="Edit from this time (seconds)."),
+    end: Optional[float] = typer.Option(None, "--to", help="Edit until this time (seconds; default: the end)."),
+    ramp: float = typer.Option(0.0, "--ramp", help="Ease the edit in and out over this many seconds."),
+    list_attrs: bool = typer.Option(False, "--list-attrs", help="List the attributes, their units and ranges."),
+    directions: Optional[Path] = typer.Option(None, "--directions", help="Attribute directions file (default: "
+                                                                         "the bundled ones)."),
+    weights: Optional[str] = WEIGHTS,
+    face: int = typer.Option(1, "--face", help="Which face to edit: 1 = largest, 2 = second, ..."),
+    aligner: str = ALIGNER,
+    render_size: int = typer.Option(RENDER_SIZE, "--render-size",
+                                    help="Largest side of the face crop the edit is rendered at."),
+    device: str = DEVICE,
+    codec: str = CODEC,
+    crf: int = CRF,
+    force: bool = FORCE,
+    allow_truncated: bool = ALLOW_TRUNCATED,
+    as_json: bool = AS_JSON,
+    quiet: bool = QUIET,
+):
+    """Change what a face does across a whole video or a photo: smile, mouth, eyes, brows, head
+    pose, one slider per attribute, over a time span. Frames outside it and frames without a
+    face pass unchanged."""
+    from facevid.tasks.edit import Span, list_attributes, parse_edits
+    from facevid.tasks.edit import edit as run_edit
+
+    if list_attrs:
+        print(list_attributes())
+        return
+    if input is None or output is None:
+        raise ConfigError("edit needs an INPUT and -o OUTPUT (or --list-attrs)")
+    shift, target = parse_edits(attr, "--attr"), parse_edits(set_, "--set")
+    if not shift and not target:
+        raise ConfigError("nothing to edit: give --attr NAME=SHIFT or --set NAME=VALUE (see --list-attrs)")
+    span = Span(start, math.inf if end is None else end, ramp)
+    summary = run_edit(input, output, shift=shift, target=target, span=span, model=weights, directions=directions,
+                       face=face, aligner=aligner, render_size=render_size, device=device, codec=codec, crf=crf,
+                       allow_truncated=allow_truncated, force=force, progress=not quiet)
+    if as_json:
+        print(json.dumps(summary.to_json(), indent=1))
+    elif not quiet:
+        print(f"{summary.frames} frames ({summary.edited_frames} edited) at {summary.fps:.1f} fps -> "
+              f"{summary.output}", file=sys.stderr)
 
 
 @app.command(epilog="Example: facevid encode talk.mp4 -o talk.fvl")

@@ -114,3 +114,29 @@ def test_relative_transfer_gives_back_the_source_on_the_drivers_first_frame(tiny
     made = list(facevid.transfer_frames(image, iter(driver), model=facevid.load_model(tiny_weights), steps=0))
     assert np.abs(made[0].astype(int) - image).max() <= 1
     assert np.abs(made[-1].astype(int) - image).max() > 20
+
+
+def test_frame_level_edit_is_the_file_task(tmp_path, tiny_weights, moving_clip):
+    """facevid.edit_frames: arrays in, arrays out, the frames `facevid.edit` writes; outside its
+    span every frame is the input's own; bad edits raise ConfigError."""
+    import numpy as np
+
+    video, _ = moving_clip
+    model = facevid.load_model(tiny_weights)
+    frames = _frames(video)
+    span = facevid.Span(0.4, 1.0, 0.2)
+    made = list(facevid.edit_frames(iter(frames), shift={"smile": 0.2}, span=span, model=model))
+    assert len(made) == len(frames)
+    outside = [i for i in range(len(frames)) if span.weight(i / 25) == 0]
+    inside = [i for i in range(len(frames)) if span.weight(i / 25) == 1]
+    assert all(np.array_equal(made[i], frames[i]) for i in outside)
+    assert all(np.abs(made[i].astype(int) - frames[i]).max() > 10 for i in inside)
+    summary = facevid.edit(video, tmp_path / "e.mp4", shift={"smile": 0.2}, span=span, model=model, crf=0,
+                           progress=False)
+    assert summary.frames == len(frames) and summary.edited_frames == len(frames) - len(outside)
+    written = _frames(tmp_path / "e.mp4")
+    assert min(_psnr(a, b) for a, b in zip(made, written)) > 35
+    with pytest.raises(facevid.ConfigError, match="unknown attribute 'grin'"):
+        list(facevid.edit_frames(frames, shift={"grin": 1.0}, model=model))
+    with pytest.raises(facevid.ConfigError, match="out of range"):
+        list(facevid.edit_frames(frames, target={"mouth": 3.0}, model=model))

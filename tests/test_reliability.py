@@ -151,13 +151,14 @@ def test_ddp_sigterm_to_one_rank_stops_both(tmp_path, cache):
 
 # ---------------------------------------------------------------------------- SIGTERM
 
-@pytest.mark.parametrize("command", ["transfer", "encode"])
+@pytest.mark.parametrize("command", ["transfer", "encode", "edit"])
 def test_sigterm_leaves_nothing_behind(tmp_path, moving_clip, photo, tiny_weights, command):
     video, _ = moving_clip
-    out = tmp_path / ("out.mp4" if command == "transfer" else "out.fvl")
-    args = [photo, video] if command == "transfer" else [video]
+    out = tmp_path / ("out.fvl" if command == "encode" else "out.mp4")
+    args = {"transfer": [photo, video, "--window", 1], "encode": [video, "--window", 1],
+            "edit": [video, "--attr", "smile=0.2"]}[command]
     before = set(tmp_path.iterdir())
-    code, shown = run_in_terminal(command, *args, "-o", out, "--weights", tiny_weights, "--window", 1,
+    code, shown = run_in_terminal(command, *args, "-o", out, "--weights", tiny_weights,
                                   signal_after=(f"{command} ", signal.SIGTERM))
     assert code == 143, shown[-2000:]
     assert "Traceback" not in shown and "facevid: error: terminated" in shown
@@ -313,10 +314,11 @@ def test_eval_takes_a_registry_name_and_keeps_sheets(capsys, tmp_path, tiny_weig
     assert "--force" in err
 
 
-@pytest.mark.parametrize("command", ["encode", "decode", "eval", "transfer"])
+@pytest.mark.parametrize("command", ["encode", "decode", "eval", "transfer", "edit"])
 def test_device_flag_is_checked(capsys, tmp_path, moving_clip, photo, tiny_weights, cache, command):
     video, _ = moving_clip
     args = {"encode": ("encode", video, "-o", tmp_path / "c.fvl", "--weights", tiny_weights),
+            "edit": ("edit", video, "--attr", "smile=0.1", "-o", tmp_path / "e.mp4", "--weights", tiny_weights),
             "decode": ("decode", tmp_path / "c.fvl", "-o", tmp_path / "d.mp4", "--weights", tiny_weights),
             "eval": ("eval", tiny_weights, "--data", cache),
             "transfer": ("transfer", photo, video, "-o", tmp_path / "x.mp4", "--weights", tiny_weights)}[command]

@@ -24,13 +24,17 @@ def assert_bar(code: int, shown: str, name: str) -> None:
     assert bars, f"no progress bar for {name}:\n{shown[-3000:]}"
 
 
-def test_track_transfer_encode_decode_draw_a_bar(tmp_path, moving_clip, photo, tiny_weights):
+def test_track_transfer_edit_encode_decode_draw_a_bar(tmp_path, moving_clip, photo, tiny_weights):
     video, _ = moving_clip
     code, shown = run_in_terminal("track", video, "-o", tmp_path / "t.mp4")
     assert_bar(code, shown, "track")
     assert "40 frames" in shown   # the summary line follows the bar
     code, shown = run_in_terminal("transfer", photo, video, "-o", tmp_path / "x.mp4", "--weights", tiny_weights)
     assert_bar(code, shown, "transfer")
+    code, shown = run_in_terminal("edit", video, "--attr", "smile=0.2", "--from", "0.5", "-o", tmp_path / "e.mp4",
+                                  "--weights", tiny_weights)
+    assert_bar(code, shown, "edit")
+    assert "40 frames (27 edited)" in shown   # from 0.5 s: frames 13-39
     code, shown = run_in_terminal("encode", video, "-o", tmp_path / "c.fvl", "--weights", tiny_weights)
     assert_bar(code, shown, "encode")
     code, shown = run_in_terminal("decode", tmp_path / "c.fvl", "-o", tmp_path / "d.mp4", "--weights", tiny_weights)

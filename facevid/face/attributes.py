@@ -23,19 +23,19 @@ LIP_CENTRES = (51, 57, 62, 66)   # the lips' middle, outer and inner, top and bo
 class Attribute:
     name: str
     unit: str
-    low: float       # the range a slider spans (typical faces lie inside it)
+    low: float       # the range a slider spans: 98% of the training frames' faces lie inside it
     high: float
     about: str
 
 
 ATTRIBUTES = {a.name: a for a in (
-    Attribute("smile", "eye distances", -0.2, 0.4, "mouth corners' spread plus their lift above the lips' middle"),
-    Attribute("mouth", "eye distances", 0.0, 0.8, "gap between the inner lips"),
-    Attribute("eyes", "ratio", 0.0, 0.45, "eye aspect ratio, both eyes (lid gap ÷ eye width)"),
-    Attribute("left-eye", "ratio", 0.0, 0.45, "aspect ratio of the eye on the image's left"),
-    Attribute("right-eye", "ratio", 0.0, 0.45, "aspect ratio of the eye on the image's right"),
-    Attribute("brows", "eye distances", 0.1, 0.6, "brows' height above the eyes"),
-    Attribute("yaw", "degrees", -40.0, 40.0, "head turned toward the image's right"),
+    Attribute("smile", "eye distances", 0.5, 1.3, "mouth corners' spread plus their lift above the lips' middle"),
+    Attribute("mouth", "eye distances", 0.0, 0.6, "gap between the inner lips"),
+    Attribute("eyes", "ratio", 0.0, 0.5, "eye aspect ratio, both eyes (lid gap ÷ eye width)"),
+    Attribute("left-eye", "ratio", 0.0, 0.5, "aspect ratio of the eye on the image's left"),
+    Attribute("right-eye", "ratio", 0.0, 0.5, "aspect ratio of the eye on the image's right"),
+    Attribute("brows", "eye distances", 0.15, 0.55, "brows' height above the eyes"),
+    Attribute("yaw", "degrees", -45.0, 45.0, "head turned toward the image's right"),
     Attribute("pitch", "degrees", -30.0, 30.0, "head tilted down"),
     Attribute("roll", "degrees", -30.0, 30.0, "head leaning clockwise in the image"),
 )}
@@ -45,6 +45,7 @@ ATTRIBUTES = {a.name: a for a in (
 # and the nostrils, and the eye corners (OpenCV's head-pose examples' mean face for the nose tip
 # and the outer eye corners; the others' depths approximate). The mouth and chin are left out: a
 # smile or an opened mouth moved the pitch of a fit that used them by 15° on the synthetic heads.
+PITCH_ZERO = -16.3   # the fit's pitch of the training frames' median face (most look at the camera), taken off
 POSE_POINTS = (30, 27, 33, 31, 35, 36, 39, 42, 45)
 MEAN_FACE = np.array([(0.0, 0.0, 0.0), (0.0, 33.0, -17.0), (0.0, -6.5, -11.0), (-10.0, -4.0, -15.0),
                       (10.0, -4.0, -15.0), (-43.3, 32.7, -26.0), (-15.5, 32.7, -21.0), (15.5, 32.7, -21.0),
@@ -59,7 +60,8 @@ def head_pose(marks: np.ndarray) -> tuple[float, float, float]:
     orthonormal) to the landmarks with the roll taken off: yaw + turns the face toward the image
     right, pitch + tilts it down (facevid.synthetic's conventions). Changes of pose are good to a
     few degrees within ±40° (on the synthetic heads: gain 1.03 in yaw, 1.02 in pitch); the
-    absolute pitch depends on the face's own shape (7.5° for the synthetic head looking ahead)."""
+    absolute pitch depends on the face's own shape: PITCH_ZERO makes the training frames' median
+    face read 0 (the synthetic head looking ahead reads 24°)."""
     marks = np.asarray(marks, np.float64)
     left, right = marks[LEFT_EYE].mean(0), marks[RIGHT_EYE].mean(0)
     roll = math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
@@ -72,7 +74,7 @@ def head_pose(marks: np.ndarray) -> tuple[float, float, float]:
     rotation = np.vstack([rows, np.cross(rows[0], rows[1])])   # model → camera
     toward = -rotation[:, 2]                                 # where the face looks (the model's −z)
     yaw = math.degrees(math.atan2(toward[0], -toward[2]))
-    pitch = math.degrees(math.atan2(toward[1], math.hypot(toward[0], toward[2])))
+    pitch = math.degrees(math.atan2(toward[1], math.hypot(toward[0], toward[2]))) - PITCH_ZERO
     return yaw, pitch, roll
 
 

@@ -11,6 +11,8 @@ hair and background keep one edge. The painted part is added inside the face's e
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -24,6 +26,15 @@ from facevid.face.crop import (
 )
 
 BLEND = "head"   # where the model's positions hold (crop.crop_mask); the carried head's beyond (docs/decisions.md)
+
+
+@functools.lru_cache(maxsize=8)
+def _masks(side: int, blend: str) -> tuple[np.ndarray, np.ndarray]:
+    """The blend and face masks at `side` (made once: a task renders many frames), read-only."""
+    masks = crop_mask(side, blend), crop_mask(side, "face")
+    for mask in masks:
+        mask.setflags(write=False)
+    return masks
 
 
 def crop_pixels(matrix: np.ndarray, x0: int, y0: int, width: int, height: int):
@@ -74,7 +85,7 @@ class Composer:
             to_ref[:, 2] += (self.shrink - 1) / 2
         self.reference, self.to_ref = reference, to_ref
         hi = max(size, 256)
-        self.blend, self.face = crop_mask(hi, BLEND), crop_mask(hi, "face")
+        self.blend, self.face = _masks(hi, BLEND)
         self._checked: tuple[np.ndarray | None, bool] = (None, False)
 
     def _is_reference(self, image: np.ndarray) -> bool:

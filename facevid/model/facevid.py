@@ -304,13 +304,13 @@ class FaceVid(nn.Module):
                motion: torch.Tensor, content: torch.Tensor, *, steps: int = 6, guidance: float = 1.0,
                generator: torch.Generator | None = None, target_points: torch.Tensor | None = None,
                driver_ref_points: torch.Tensor | None = None, sigma_max: float | None = None,
-               sampler: str = "heun", parts: bool = False, grid_offset: torch.Tensor | None = None
-               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+               sampler: str = "heun", parts: bool = False, grid_offset: torch.Tensor | None = None,
+               pin: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Frames (B, T, 3, S, S) for motion (B, T, G*d [+ C]) on each clip's reference.
 
         `target_points` overrides the keypoints the motion implies (relative transfer), and
-        `driver_ref_points` says whose geometry the flow code's flow has and `grid_offset` what is
-        taken off the final grid (see `warp`);
+        `driver_ref_points` says whose geometry the flow code's flow has, `pin` which clips to
+        retarget on their own face and `grid_offset` what is taken off the final grid (see `warp`);
         `steps=0` returns the warped reference, `steps=1` adds the posterior-mean residual,
         more steps sample with `sampler` (sampling.SAMPLERS); with steps ≥ 1 the mouth refiner,
         if the model has one, repaints the mouth.
@@ -323,7 +323,7 @@ class FaceVid(nn.Module):
         b, t = motion.shape[:2]
         if target_points is None:
             target_points = ref_points[:, None] + self.displacement(motion, ref_motion)
-        warped = self.warp(reference, ref_points, target_points, ref_motion, motion, driver_ref_points,
+        warped = self.warp(reference, ref_points, target_points, ref_motion, motion, driver_ref_points, pin=pin,
                            grid_offset=grid_offset)
         if steps == 0:   # the warp alone (fastest; no generated mouth interior)
             return self._rendered(warped, warped.out.clamp(-1, 1), b, t, parts)

@@ -22,7 +22,7 @@ from facevid.face.composite import Composer
 from facevid.face.crop import cut_crop, fit_head_change, head_change, limit_head_change
 from facevid.io.arrays import as_rgb
 from facevid.pipeline import MOTION_SOURCES, Animator, Parts, crop_spec, track_faces, windows
-from facevid.tasks.summary import TaskSummary
+from facevid.tasks.summary import TaskSummary, write_frames
 
 if TYPE_CHECKING:
     from facevid.io.video import Frame
@@ -178,7 +178,6 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
     from facevid.io.image import ImageWriter
     from facevid.io.video import is_image_path, iter_frames, probe
     from facevid.io.writer import VideoWriter, check_crf, check_output_path
-    from facevid.progress import progress_bar
     from facevid.weights import as_model
 
     _check_options(window, motion, render_size, pose)
@@ -203,12 +202,12 @@ def transfer(source: str | Path, driver: str | Path, output: str | Path, *, mode
     started = clock.perf_counter()
     writer = ImageWriter(out, force=force) if still_out else \
         VideoWriter(out, drv_info.fps, audio_from=driver, codec=codec, crf=crf, force=force)
-    with writer, progress_bar("transfer", drv_info.frame_count, enabled=progress) as advance:
-        for frame in run(iter_frames(driver, allow_truncated=allow_truncated)):
-            writer.write(frame.image, frame.time)
-            advance(1)
+    def check():
         if run.frames == run.frames_without_face:
             raise NoFaceError(run.tracker.not_found(f"the driver {driver} ({run.frames} frames)"))
+
+    write_frames(run(iter_frames(driver, allow_truncated=allow_truncated)), writer, "transfer",
+                 drv_info.frame_count, progress=progress, check=check)
     summary.frames, summary.driver_frames_without_face = run.frames, run.frames_without_face
     summary.finish(started)
     return summary

@@ -274,7 +274,10 @@ def evaluate(
     pairs: Optional[Path] = typer.Option(None, "--pairs",
                                          help="The transfer benchmark: a list of source/driver pairs (e.g. "
                                               "splits/transfer_pairs.tsv), run through transfer, full frames scored."),
-    media: Optional[Path] = typer.Option(None, "--media", help="The folder the pair list's paths are under."),
+    edits: Optional[Path] = typer.Option(None, "--edits",
+                                         help="The edit benchmark: a list of held-out clips (e.g. "
+                                              "splits/edit_clips.tsv), each attribute edited, full frames measured."),
+    media: Optional[Path] = typer.Option(None, "--media", help="The folder the --pairs or --edits paths are under."),
     pose: str = typer.Option("carry", "--pose", help="The transfer benchmark's --pose (carry or still)."),
     render_size: int = typer.Option(RENDER_SIZE, "--render-size", help="The transfer benchmark's --render-size."),
     device: str = DEVICE,
@@ -284,12 +287,12 @@ def evaluate(
 ):
     """Self- (and cross-) reenactment quality on held-out clips, the model beside its baselines;
     with --synthetic, factor errors after transfer between synthetic heads (no --data needed);
-    with --pairs, the transfer benchmark on full output frames."""
+    with --pairs, the transfer benchmark on full output frames; with --edits, the edit benchmark."""
     from facevid.eval.run import evaluate as run_eval
     from facevid.eval.run import tables
 
     result = run_eval(weights, data=data, holdout=holdout, max_frames=max_frames, max_clips=max_clips, steps=steps,
-                      sheet=sheet, cross=cross, synthetic=synthetic, pairs=pairs, media=media,
+                      sheet=sheet, cross=cross, synthetic=synthetic, pairs=pairs, media=media, edits=edits,
                       transfer_options={"pose": pose, "render_size": render_size}, device=device, force=force,
                       progress=not quiet)
     if as_json:
@@ -366,6 +369,9 @@ def edit(
     start: float = typer.Option(0.0, "--from", help="Edit from this time (seconds)."),
     end: Optional[float] = typer.Option(None, "--to", help="Edit until this time (seconds; default: the end)."),
     ramp: float = typer.Option(0.0, "--ramp", help="Ease the edit in and out over this many seconds."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Instead of the edit, an image (STRIP.png) of "
+                                                                    "one frame at strengths -1, -0.5, 0, 0.5, 1 of "
+                                                                    "each asked edit."),
     list_attrs: bool = typer.Option(False, "--list-attrs", help="List the attributes, their units and ranges."),
     directions: Optional[Path] = typer.Option(None, "--directions", help="Attribute directions file (default: "
                                                                          "the bundled ones)."),
@@ -391,17 +397,23 @@ def edit(
     if list_attrs:
         print(list_attributes())
         return
-    if input is None or output is None:
-        raise ConfigError("edit needs an INPUT and -o OUTPUT (or --list-attrs)")
+    if output is not None and preview is not None:
+        raise ConfigError("give -o OUTPUT (the edit) or --preview STRIP.png (a strip of strengths), not both")
+    if input is None or (output is None and preview is None):
+        raise ConfigError("edit needs an INPUT and -o OUTPUT, or --preview STRIP.png (or --list-attrs)")
     shift, target = parse_edits(attr, "--attr"), parse_edits(set_, "--set")
     if not shift and not target:
         raise ConfigError("nothing to edit: give --attr NAME=SHIFT or --set NAME=VALUE (see --list-attrs)")
     span = Span(start, math.inf if end is None else end, ramp)
-    summary = run_edit(input, output, shift=shift, target=target, span=span, model=weights, directions=directions,
+    summary = run_edit(input, output or preview, preview=preview is not None, shift=shift, target=target, span=span,
+                       model=weights, directions=directions,
                        face=face, aligner=aligner, render_size=render_size, device=device, codec=codec, crf=crf,
                        allow_truncated=allow_truncated, force=force, progress=not quiet)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
+    elif not quiet and preview is not None:
+        print(f"the frame at {summary.preview_time:.2f} s at strengths -1 to +1 of {', '.join(summary.edits)} -> "
+              f"{summary.output}", file=sys.stderr)
     elif not quiet:
         print(f"{summary.frames} frames ({summary.edited_frames} edited) at {summary.fps:.1f} fps -> "
               f"{summary.output}", file=sys.stderr)

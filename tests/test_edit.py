@@ -81,6 +81,25 @@ def test_edit_changes_only_its_time_span_and_keeps_sound_and_timing(capsys, tmp_
             assert opened > 0.12, (fa.index, opened)
 
 
+@pytest.mark.weights
+def test_the_preview_strip_shows_each_edit_growing_with_its_strength(capsys, tmp_path, photo, meter):
+    """`--preview`: a row per asked edit, the photo's face at strengths -1, -0.5, 0, 0.5, 1; dlib
+    on each tile measures the attribute rising along the row, and the middle tile is the input."""
+    strip = tmp_path / "strip.png"
+    code, _, err = run_cli(capsys, "edit", photo, "--attr", "smile=+0.25", "--set", "mouth=0.4", "--preview", strip)
+    assert code == 0, err
+    assert "strengths -1 to +1 of smile, mouth" in err
+    sheet, cell = read(strip), 256
+    assert (sheet.shape[0] - 22) == 2 * cell and (sheet.shape[1] - 5 * cell) < cell
+    left = sheet.shape[1] - 5 * cell
+    rows = [[sheet[22 + r * cell: 22 + (r + 1) * cell, left + c * cell: left + (c + 1) * cell] for c in range(5)]
+            for r in range(2)]
+    assert np.array_equal(rows[0][2], rows[1][2])
+    for name, row in zip(("smile", "mouth"), rows):
+        values = [measure(meter(tile)[0])[name] for tile in row]
+        assert all(b > a for a, b in zip(values, values[1:])), (name, values)
+
+
 def test_span_weights_ease_in_and_out():
     span = Span(1.0, 3.0, 0.5)
     assert [span.weight(t) for t in (0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 2.75, 3.0, 3.1)] == \
@@ -124,9 +143,47 @@ def test_edit_refuses_bad_inputs_in_one_line(capsys, tmp_path, photo, tiny_weigh
              ((tmp_path / "missing.mp4", "-o", tmp_path / "b.mp4"), "does not exist"),
              ((photo, "-o", tmp_path / "c.mp4"), "an image in, so an image out"),
              ((photo, "-o", tmp_path / "d.png", "--directions", crafted), "directions"),
-             ((photo, "-o", tmp_path / "e.png", "--wobble"), "No such option")]
+             ((photo, "-o", tmp_path / "e.png", "--wobble"), "No such option"),
+             ((photo, "--preview", tmp_path / "f.mp4"), "--preview writes an image"),
+             ((photo, "-o", tmp_path / "g.png", "--preview", tmp_path / "h.png"), "not both")]
     for args, message in cases:
         code, _, err = run_cli(capsys, "edit", *args, "--attr", "smile=0.1", "--weights", tiny_weights)
         assert_one_line_error(code, err)
         assert message.lower() in err.lower(), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.png", "directions.safetensors"]
+
+
+@pytest.mark.weights
+def test_the_edit_benchmark_measures_what_each_slider_does(tmp_path, photo):
+    """`facevid eval --edits` on the astronaut photo: each measured change follows its slider
+    (roll exactly, the expressions most of the way), a smile or a mouth changes nothing beyond the
+    face, and the table has one row per attribute."""
+    from facevid.eval.edit_bench import SHIFTED, edit_benchmark, read_clips, table
+    from facevid.weights import load_model
+
+    (tmp_path / "clips.tsv").write_text(f"# one photo\npath\tkind\n{photo.name}\tphoto\n")
+    clips = read_clips(tmp_path / "clips.tsv", photo.parent)
+    result = edit_benchmark(load_model("small"), clips)
+    rows = result["attributes"]
+    assert list(rows) == list(SHIFTED)
+    assert rows["roll"]["gain"] == pytest.approx(1.0, abs=0.1) and rows["roll"]["monotonic"]
+    for name in ("smile", "mouth", "brows", "yaw"):
+        assert rows[name]["gain"] > 0.4 and rows[name]["monotonic"], (name, rows[name])
+        assert rows[name]["crosstalk"] < 0.15 and rows[name]["worst_identity"] < 0.6
+    assert rows["smile"]["outside"] == 0 and rows["mouth"]["outside"] == 0
+    text = table(result)
+    assert text.count("\n| ") == 1 + len(SHIFTED) and "face (photo)" in text
+
+
+def test_edit_clip_lists_are_checked(tmp_path):
+    from facevid.errors import InputError
+    from facevid.eval.edit_bench import read_clips
+
+    with pytest.raises(InputError, match="no clip list"):
+        read_clips(tmp_path / "none.tsv", tmp_path)
+    (tmp_path / "a.tsv").write_text("file\tkind\nx.mp4\tvideo\n")
+    with pytest.raises(InputError, match="not an edit clip list"):
+        read_clips(tmp_path / "a.tsv", tmp_path)
+    (tmp_path / "b.tsv").write_text("path\tkind\nmissing.mp4\tvideo\n")
+    with pytest.raises(InputError, match="row 2"):
+        read_clips(tmp_path / "b.tsv", tmp_path)

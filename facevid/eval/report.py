@@ -8,21 +8,12 @@ import cv2
 import numpy as np
 
 from facevid.io.arrays import to_uint8
-from facevid.io.image import write_image
+from facevid.io.image import labelled_grid, write_image
 
 
 def save_grid(rows: list[list[np.ndarray]], path: str | Path, columns: list[str], cell: int = 128) -> Path:
-    """A labelled grid: rows of equally many (H, W, 3) uint8 images, one header row of titles."""
-    header = 22
-    width = cell * len(columns)
-    sheet = np.full((header + cell * len(rows), width, 3), 255, np.uint8)
-    for j, title in enumerate(columns):
-        cv2.putText(sheet, title, (j * cell + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row):
-            tile = cv2.resize(to_uint8(image), (cell, cell), interpolation=cv2.INTER_AREA)
-            sheet[header + i * cell: header + (i + 1) * cell, j * cell:(j + 1) * cell] = tile
-    return write_image(path, sheet)
+    """A labelled grid (io.image.labelled_grid) of float or uint8 images, written as a PNG."""
+    return write_image(path, labelled_grid([[to_uint8(image) for image in row] for row in rows], columns, cell))
 
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),

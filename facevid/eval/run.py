@@ -10,28 +10,29 @@ from facevid.errors import InputError
 def evaluate(weights, *, data: str | Path | None = None, holdout: str | Path | None = None, max_frames: int = 100,
              max_clips: int = 0, steps: int | None = None, sheet: str | Path | None = None, cross: bool = False,
              synthetic: bool = False, pairs: str | Path | None = None, media: str | Path | None = None,
-             transfer_options: dict | None = None, device: str = "cpu", force: bool = False,
-             progress: bool = False) -> dict:
+             edits: str | Path | None = None, transfer_options: dict | None = None, device: str = "cpu",
+             force: bool = False, progress: bool = False) -> dict:
     """Self-reenactment (and with `cross` cross-reenactment) on the clips of a prepared cache
     (`holdout`: a file of the identities to use), and with `synthetic` the synthetic-head
     benchmark, and with `pairs` (a pair list, its paths under `media`) the transfer benchmark on
     full output frames (facevid.eval.transfer_bench; `transfer_options` go to `transfer`; `progress`
-    draws its bar on a terminal):
-    {"self_reenactment", "cross_reenactment", "synthetic", "transfer"} (None where not run);
+    draws its bar on a terminal), and with `edits` (a clip list, its paths under `media`) the edit
+    benchmark (facevid.eval.edit_bench, up to 24 frames a clip):
+    {"self_reenactment", "cross_reenactment", "synthetic", "transfer", "edit"} (None where not run);
     `sheet` writes PNGs of side-by-side frames (NAME.png, NAME_cross.png, NAME_synthetic.png,
     NAME_transfer.png: each pair's worst frames at the face's own pixels)."""
+    from facevid.eval.edit_bench import edit_benchmark
     from facevid.eval.factors import SYNTHETIC_COLUMNS, synthetic_benchmark
     from facevid.eval.reenactment import CROSS_COLUMNS, SHEET_COLUMNS, cross_reenactment, self_reenactment
     from facevid.eval.report import save_grid
-    from facevid.eval.transfer_bench import PAIR_COLUMNS, read_pairs, transfer_benchmark
+    from facevid.eval.transfer_bench import PAIR_COLUMNS, transfer_benchmark
     from facevid.io.writer import check_output_path
     from facevid.weights import as_model
 
-    if data is None and not synthetic and pairs is None:
-        raise InputError("pass --data with the evaluation clips, --pairs with a transfer pair list, or --synthetic")
-    if (pairs is None) != (media is None):
-        raise InputError("--pairs and --media go together: the pair list and the folder its paths are under")
-    pair_list = read_pairs(pairs, media) if pairs is not None else []
+    if data is None and not synthetic and pairs is None and edits is None:
+        raise InputError("pass --data with the evaluation clips, --pairs with a transfer pair list, --edits with "
+                         "an edit clip list, or --synthetic")
+    pair_list, edit_clips = _lists(pairs, edits, media)
     sheet = Path(sheet) if sheet is not None else None
     sheets = {"": SHEET_COLUMNS, **({"_cross": CROSS_COLUMNS} if cross and data is not None else {}),
               **({"_synthetic": SYNTHETIC_COLUMNS} if synthetic else {}),
@@ -55,6 +56,8 @@ def evaluate(weights, *, data: str | Path | None = None, holdout: str | Path | N
                                        options={**({"steps": steps} if steps is not None else {}),
                                                 **(transfer_options or {})},
                                        sheet_rows=keep("_transfer"), progress=progress) if pair_list else None,
+        "edit": edit_benchmark(model, edit_clips, max_frames=min(max_frames, 24), progress=progress)
+        if edit_clips else None,
     }
     result["clips"] = len(clips)
     for suffix, columns in sheets.items():
@@ -62,6 +65,17 @@ def evaluate(weights, *, data: str | Path | None = None, holdout: str | Path | N
             save_grid(rows[suffix], sheet.with_name(sheet.stem + suffix + sheet.suffix), columns,
                       cell=256 if suffix == "_transfer" else 128)
     return result
+
+
+def _lists(pairs, edits, media) -> tuple[list, list]:
+    """The transfer benchmark's pairs and the edit benchmark's clips (empty where not asked)."""
+    from facevid.eval.edit_bench import read_clips
+    from facevid.eval.transfer_bench import read_pairs
+
+    if (pairs is None and edits is None) != (media is None):
+        raise InputError("--pairs and --edits go with --media: the list and the folder its paths are under")
+    return (read_pairs(pairs, media) if pairs is not None else [],
+            read_clips(edits, media) if edits is not None else [])
 
 
 def _clips(data, holdout, max_clips: int) -> list:
@@ -91,6 +105,10 @@ def tables(result: dict) -> str:
         from facevid.eval.transfer_bench import table
 
         parts.append(table(result["transfer"]))
+    if result.get("edit"):
+        from facevid.eval.edit_bench import table as edit_table
+
+        parts.append(edit_table(result["edit"]))
     return "\n\n".join(parts)
 
 

@@ -90,6 +90,7 @@ class FrameMeter:
         self.shape68, self.encoder = dlib_model("sixty-eight"), dlib_model("identity")
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        image = np.ascontiguousarray(image)    # dlib takes no strided views
         found = self.backend.detect(image)
         if not found:
             return None, None

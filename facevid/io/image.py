@@ -25,6 +25,27 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
         raise InputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
+def labelled_grid(rows: list[list[np.ndarray]], columns: list[str], cell: int = 128,
+                  row_titles: list[str] | None = None) -> np.ndarray:
+    """A sheet of images: rows of equally many (H, W, 3) uint8 images, each scaled to `cell`
+    square, under a header row of column titles (and beside a column of row titles)."""
+    header, left = 22, (8 * max(map(len, row_titles)) + 12 if row_titles else 0)
+    sheet = np.full((header + cell * len(rows), left + cell * len(columns), 3), 255, np.uint8)
+    for j, title in enumerate(columns):
+        cv2.putText(sheet, title, (left + j * cell + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    for i, row in enumerate(rows):
+        if row_titles:
+            cv2.putText(sheet, row_titles[i], (4, header + i * cell + cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+        for j, image in enumerate(row):
+            image = np.ascontiguousarray(image, np.uint8)
+            shrink = max(image.shape[:2]) > cell
+            tile = cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+            sheet[header + i * cell: header + (i + 1) * cell, left + j * cell: left + (j + 1) * cell] = tile
+    return sheet
+
+
 class ImageWriter(AtomicOutput):
     """Writes the one frame it is given to `path` (by its extension) when closed; a second frame is an error."""
 

@@ -22,6 +22,7 @@ import numpy as np
 from facevid.errors import FacevidWarning, InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif"})
 IMAGE_FPS = Fraction(25)  # an image behaves as a one-frame video at this rate
 _READ_ERRORS = (av.error.FFmpegError, OSError)
 
@@ -53,6 +54,12 @@ class Frame:
 def is_image_path(path: str | Path) -> bool:
     """True if `path` names a still image by its extension."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_media(folder: Path, images: bool) -> list[Path]:
+    """Every video (and, if asked, image) file under `folder`, recursively, sorted."""
+    suffixes = VIDEO_SUFFIXES | (IMAGE_SUFFIXES if images else set())
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
 def _existing(path: str | Path) -> Path:

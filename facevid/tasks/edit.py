@@ -168,7 +168,12 @@ class Editor:
     def plan(self, transform: np.ndarray, points: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray | None]:
         """A face's edit (its frame → crop `transform`, 68 landmarks in crop pixels): where its
         landmarks go (crop pixels) and the head's turn (crop.head_change; None: none)."""
-        amounts = self.amounts(transform_points(invert_affine(transform), points), weight)
+        return self.move(points, self.amounts(transform_points(invert_affine(transform), points), weight))
+
+    def move(self, points: np.ndarray, amounts: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Where a face's landmarks (crop pixels) go for `amounts` (attribute → change), and the
+        head's turn (None: none)."""
+        amounts = dict(amounts)
         roll = amounts.pop("roll", 0.0)
         moved = self.directions.apply(points, amounts, scale=self.size / 2)
         return moved, (roll_change(roll, self.size) if roll else None)
@@ -228,21 +233,64 @@ def _directions(directions: Directions | str | Path | None) -> Directions:
     return directions if hasattr(directions, "vectors") else load_directions(directions)
 
 
+PREVIEW_STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+def preview_strip(run: Editor, frames: Iterable[Frame], cell: int = 256) -> tuple[np.ndarray, Frame]:
+    """`edit --preview`: the first frame with a face inside the editor's span, edited at each
+    strength of PREVIEW_STRENGTHS (a multiple of the asked shift, or of the way to the asked
+    target), one row per asked attribute, each tile the face's region of the frame at `cell`
+    pixels: (the strip as an image, the frame)."""
+    from facevid.io.image import labelled_grid
+
+    face = next((f for f in track_faces(frames, run.tracker, run.size, run.landmarks, lookahead=LOOKAHEAD)
+                 if f.found and run.span.weight(f.time) > 0), None)
+    if face is None:
+        raise NoFaceError(run.tracker.not_found("the edit's time span"))
+    frame_points = transform_points(invert_affine(face.transform), face.points)
+    values = measure(frame_points)
+    asked = [(n, v, f"{n} {v:+g}") for n, v in run.shift.items()] + \
+            [(n, v - values[n], f"{n} ={v:g}") for n, v in run.target.items()]
+    box = _face_box(frame_points, face.image.shape)
+    rows = []
+    for name, amount, _ in asked:
+        plans = [run.move(face.points, {name: s * amount}) for s in PREVIEW_STRENGTHS if s]
+        parts = iter(run.parts([face.crop] * len(plans), [face.points] * len(plans), [m for m, _ in plans]))
+        changes = iter(change for _, change in plans)
+        made = [run.render(face.image, face.transform, next(parts), next(changes)) if s else face.image
+                for s in PREVIEW_STRENGTHS]
+        rows.append([image[box[1]:box[3], box[0]:box[2]] for image in made])
+    columns = [f"strength {s:+g}" if s else "0: the input" for s in PREVIEW_STRENGTHS]
+    return labelled_grid(rows, columns, cell, row_titles=[title for _, _, title in asked]), face
+
+
+def _face_box(points: np.ndarray, shape: tuple) -> tuple[int, int, int, int]:
+    """A square about the landmarks, twice their extent (room for a turned or rolled head), in the frame."""
+    centre = (points.min(0) + points.max(0)) / 2
+    side = min(2.0 * float((points.max(0) - points.min(0)).max()), shape[0], shape[1])
+    x0 = int(np.clip(round(centre[0] - side / 2), 0, shape[1] - side))
+    y0 = int(np.clip(round(centre[1] - side / 2), 0, shape[0] - side))
+    return x0, y0, x0 + int(side), y0 + int(side)
+
+
 @dataclass(kw_only=True)
 class EditSummary(TaskSummary):
     input: str
     edits: dict = field(default_factory=dict)
     edited_frames: int = 0
     frames_without_face: int = 0
+    preview_time: float | None = None   # --preview: the time of the frame shown
 
 
 def edit(input: str | Path, output: str | Path, *, shift: dict[str, float] | None = None,
          target: dict[str, float] | None = None, span: Span = Span(), model: FaceVid | str | None = None,
          directions: Directions | str | Path | None = None, face: int = 1, aligner: str = "auto",
          render_size: int = RENDER_SIZE, device: str = "cpu", codec: str = "libx264", crf: int = 18,
-         allow_truncated: bool = False, force: bool = False, progress: bool = True) -> EditSummary:
+         allow_truncated: bool = False, force: bool = False, progress: bool = True,
+         preview: bool = False) -> EditSummary:
     """Write `output`, the input video (or photo: an image out) with its face edited; sound, frame
-    rate and timestamps kept. `directions`: loaded Directions, a file, or None (the bundled ones)."""
+    rate and timestamps kept. `directions`: loaded Directions, a file, or None (the bundled ones).
+    `preview`: `output` is an image instead, one frame at strengths -1 to 1 of each edit (preview_strip)."""
     from facevid.io.image import ImageWriter
     from facevid.io.video import is_image_path, iter_frames, probe
     from facevid.io.writer import VideoWriter, check_crf, check_output_path
@@ -253,13 +301,23 @@ def edit(input: str | Path, output: str | Path, *, shift: dict[str, float] | Non
     out = check_output_path(output, force)
     if out.resolve() == Path(input).resolve():
         raise ConfigError("the output must not be the input")
-    if is_image_path(out) != info.is_image:
+    if preview and not is_image_path(out):
+        raise ConfigError(f"--preview writes an image (.png or .jpg), got {out.name}")
+    if is_image_path(out) != info.is_image and not preview:
         raise ConfigError(f"edit writes what it reads: {'an image' if info.is_image else 'a video'} in, "
                           f"so {'an image' if info.is_image else 'a video'} out (got {out.name})")
     run = Editor(as_model(model, device), _directions(directions), shift=shift, target=target, span=span, face=face,
                  aligner=aligner, render_size=render_size)
     summary = EditSummary(input=str(input), output=str(out), edits={**(shift or {}), **(target or {})})
     started = clock.perf_counter()
+    if preview:
+        strip, frame = preview_strip(run, iter_frames(input, allow_truncated=allow_truncated))
+        with ImageWriter(out, force=force) as writer:
+            writer.write(strip)
+        summary.frames, summary.edited_frames = 1, 4 * len(summary.edits)
+        summary.preview_time = frame.time
+        summary.finish(started)
+        return summary
     writer = ImageWriter(out, force=force) if info.is_image else \
         VideoWriter(out, info.fps, audio_from=input, codec=codec, crf=crf, force=force)
     def check():

@@ -32,9 +32,7 @@ from facevid.errors import ConfigError, FacevidError, InputError
 from facevid.face.crop import CropSpec, cut_crop, transform_points
 from facevid.io.atomic import atomic_open, atomic_path, make_folder, temp_beside, write_json
 from facevid.io.cache import CACHE_VERSION, load_manifest
-
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+from facevid.io.video import find_media
 
 
 @dataclass
@@ -45,12 +43,6 @@ class PrepareSummary:
     resumed: int = 0          # clips already there (skipped by this run)
     skipped: list = field(default_factory=list)   # [{"source", "reason"}]
     frames: int = 0           # frames in the cache now
-
-
-def find_media(folder: Path, images: bool) -> list[Path]:
-    """Every video (and, if asked, image) file under `folder`, recursively, sorted."""
-    suffixes = VIDEO_SUFFIXES | (IMAGE_SUFFIXES if images else set())
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
 def read_labels(path: Path | None) -> dict[str, str]:

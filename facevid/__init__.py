@@ -5,6 +5,8 @@
     model = facevid.load_model("small")            # once; "small" is the bundled model
     facevid.transfer("face.png", "drive.mp4", "out.mp4", model=model)
     facevid.edit("talk.mp4", "smiling.mp4", shift={"smile": 0.2}, span=facevid.Span(2.0, 4.5, 0.3), model=model)
+    facevid.learn_attribute("frown", "frowning/", "neutral/", "frown.safetensors", model=model)
+    facevid.edit("talk.mp4", "frowning.mp4", shift={"frown": 0.8}, attributes=["frown.safetensors"], model=model)
     facevid.encode("talk.mp4", "talk.fvl", model=model)
     facevid.decode("talk.fvl", "recon.mp4", model=model, background="talk.mp4")
     facevid.track("talk.mp4", "tracked.mp4", crops="crops.mp4")
@@ -34,7 +36,8 @@ _EXPORTS = {
     "decode": "facevid.tasks.codec", "transfer_frames": "facevid.tasks.transfer",
     "encode_frames": "facevid.tasks.codec", "decode_frames": "facevid.tasks.codec", "Codes": "facevid.tasks.codec",
     "read_codes": "facevid.tasks.codec", "edit": "facevid.tasks.edit", "edit_frames": "facevid.tasks.edit",
-    "Span": "facevid.tasks.edit",
+    "Span": "facevid.tasks.edit", "learn_attribute": "facevid.tasks.learn_attr",
+    "load_attribute": "facevid.face.learned",
     "Transfer": "facevid.tasks.transfer", "track": "facevid.tasks.track", "FaceVid": "facevid.model.facevid",
     "FacevidError": "facevid.errors", "InputError": "facevid.errors", "NoFaceError": "facevid.errors",
     "ConfigError": "facevid.errors", "OutputExistsError": "facevid.errors", "FacevidWarning": "facevid.errors",

@@ -372,6 +372,9 @@ def edit(
     preview: Optional[Path] = typer.Option(None, "--preview", help="Instead of the edit, an image (STRIP.png) of "
                                                                     "one frame at strengths -1, -0.5, 0, 0.5, 1 of "
                                                                     "each asked edit."),
+    attr_file: list[Path] = typer.Option([], "--attr-file", help="An attribute learned by facevid learn-attr "
+                                                                  "(NAME.safetensors), then edited by its name "
+                                                                  "(repeatable)."),
     list_attrs: bool = typer.Option(False, "--list-attrs", help="List the attributes, their units and ranges."),
     directions: Optional[Path] = typer.Option(None, "--directions", help="Attribute directions file (default: "
                                                                          "the bundled ones)."),
@@ -391,32 +394,70 @@ def edit(
     """Change what a face does across a whole video or a photo: smile, mouth, eyes, brows, head
     pose, one slider per attribute, over a time span. Frames outside it and frames without a
     face pass unchanged."""
-    from facevid.tasks.edit import Span, list_attributes, parse_edits
+    from facevid.tasks.edit import Span, known_attributes, list_attributes, load_learned, parse_edits
     from facevid.tasks.edit import edit as run_edit
 
+    learned = load_learned(attr_file)
+    known = known_attributes(learned)
     if list_attrs:
-        print(list_attributes())
+        print(list_attributes(known))
         return
     if output is not None and preview is not None:
         raise ConfigError("give -o OUTPUT (the edit) or --preview STRIP.png (a strip of strengths), not both")
     if input is None or (output is None and preview is None):
         raise ConfigError("edit needs an INPUT and -o OUTPUT, or --preview STRIP.png (or --list-attrs)")
-    shift, target = parse_edits(attr, "--attr"), parse_edits(set_, "--set")
+    shift, target = parse_edits(attr, "--attr", known), parse_edits(set_, "--set", known)
     if not shift and not target:
         raise ConfigError("nothing to edit: give --attr NAME=SHIFT or --set NAME=VALUE (see --list-attrs)")
     span = Span(start, math.inf if end is None else end, ramp)
     summary = run_edit(input, output or preview, preview=preview is not None, shift=shift, target=target, span=span,
-                       model=weights, directions=directions,
-                       face=face, aligner=aligner, render_size=render_size, device=device, codec=codec, crf=crf,
-                       allow_truncated=allow_truncated, force=force, progress=not quiet)
+                       model=weights, directions=directions, attributes=learned, face=face, aligner=aligner,
+                       render_size=render_size, device=device, codec=codec, crf=crf, allow_truncated=allow_truncated,
+                       force=force, progress=not quiet)
     if as_json:
         print(json.dumps(summary.to_json(), indent=1))
-    elif not quiet and preview is not None:
-        print(f"the frame at {summary.preview_time:.2f} s at strengths -1 to +1 of {', '.join(summary.edits)} -> "
-              f"{summary.output}", file=sys.stderr)
     elif not quiet:
-        print(f"{summary.frames} frames ({summary.edited_frames} edited) at {summary.fps:.1f} fps -> "
-              f"{summary.output}", file=sys.stderr)
+        print(_edited(summary), file=sys.stderr)
+
+
+def _edited(summary) -> str:
+    """edit's summary line."""
+    if summary.preview_time is not None:
+        return (f"the frame at {summary.preview_time:.2f} s at strengths -1 to +1 of {', '.join(summary.edits)} -> "
+                f"{summary.output}")
+    return f"{summary.frames} frames ({summary.edited_frames} edited) at {summary.fps:.1f} fps -> {summary.output}"
+
+
+@app.command(name="learn-attr", epilog="Example: facevid learn-attr frown --positive ./frowning --negative ./neutral "
+                                       "-o frown.safetensors && facevid edit talk.mp4 --attr-file frown.safetensors "
+                                       "--attr frown=0.8 -o out.mp4")
+@_friendly
+def learn_attr(
+    name: str = typer.Argument(..., help="The attribute's name (lower-case letters, digits and '-')."),
+    positive: Path = typer.Option(..., "--positive", help="A folder of images or videos that show it."),
+    negative: Path = typer.Option(..., "--negative", help="A folder of images or videos that do not."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write it (NAME.safetensors)."),
+    frames: int = typer.Option(30, "--frames", help="Frames taken from each video, spread over it."),
+    weights: Optional[str] = WEIGHTS,
+    aligner: str = ALIGNER,
+    force: bool = FORCE,
+    as_json: bool = AS_JSON,
+    quiet: bool = QUIET,
+):
+    """Learn an attribute from examples: the faces of a folder that shows it and of one that does
+    not, separated by logistic regression on their landmarks, for edit --attr-file."""
+    from facevid.tasks.learn_attr import learn_attribute
+
+    summary = learn_attribute(name, positive, negative, output, model=weights, aligner=aligner, max_frames=frames,
+                              force=force, progress=not quiet)
+    if as_json:
+        print(json.dumps(summary.to_json(), indent=1))
+    elif not quiet:
+        print(f"{name}: held-out accuracy {summary.accuracy:.2f} on {summary.positive_files} + "
+              f"{summary.negative_files} files ({summary.frames} faces) -> {summary.output}", file=sys.stderr)
+    if summary.skipped and not quiet:
+        print(f"no face found in {len(summary.skipped)} files: {', '.join(summary.skipped[:3])}"
+              f"{' ...' if len(summary.skipped) > 3 else ''}", file=sys.stderr)
 
 
 @app.command(epilog="Example: facevid encode talk.mp4 -o talk.fvl")

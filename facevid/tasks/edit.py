@@ -22,9 +22,10 @@ import numpy as np
 
 from facevid.config import RENDER_SIZE
 from facevid.errors import ConfigError, NoFaceError
-from facevid.face.attributes import ATTRIBUTES, measure
+from facevid.face.attributes import ATTRIBUTES, Attribute, measure
 from facevid.face.composite import Composer
 from facevid.face.crop import invert_affine, transform_points
+from facevid.face.learned import LearnedAttribute
 from facevid.pipeline import Parts, crop_points, crop_spec, track_faces, windows
 from facevid.tasks.summary import TaskSummary, write_frames
 
@@ -62,16 +63,17 @@ class Span:
         return t * t * (3 - 2 * t)
 
 
-def parse_edits(items: Iterable[str], option: str) -> dict[str, float]:
-    """`NAME=VALUE` strings (--attr: a shift, --set: a target) → {name: value}, checked (check_edits)."""
+def parse_edits(items: Iterable[str], option: str, known: dict[str, Attribute] = ATTRIBUTES) -> dict[str, float]:
+    """`NAME=VALUE` strings (--attr: a shift, --set: a target) → {name: value}, checked (check_edits)
+    against the `known` attributes (known_attributes: the measured ones and any learned)."""
     out = {}
     for item in items:
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep or not name:
             raise ConfigError(f"{option} takes NAME=VALUE, got '{item}'")
-        if name not in ATTRIBUTES:
-            raise ConfigError(f"unknown attribute '{name}' in {option} (known: {', '.join(ATTRIBUTES)})")
+        if name not in known:
+            raise ConfigError(f"unknown attribute '{name}' in {option} (known: {', '.join(known)})")
         try:
             value = float(text)
         except ValueError:
@@ -79,16 +81,16 @@ def parse_edits(items: Iterable[str], option: str) -> dict[str, float]:
         if name in out:
             raise ConfigError(f"{option} gives {name} twice")
         out[name] = value
-    return check_edits(out, option)
+    return check_edits(out, option, known)
 
 
-def check_edits(edits: dict[str, float], option: str) -> dict[str, float]:
-    """`edits` checked against ATTRIBUTES: known names, a shift (--attr) at most one slider range
-    either way, a target (--set) within the range."""
+def check_edits(edits: dict[str, float], option: str, known: dict[str, Attribute] = ATTRIBUTES) -> dict[str, float]:
+    """`edits` checked against the `known` attributes: known names, a shift (--attr) at most one
+    slider range either way, a target (--set) within the range."""
     for name, value in edits.items():
-        if name not in ATTRIBUTES:
-            raise ConfigError(f"unknown attribute '{name}' in {option} (known: {', '.join(ATTRIBUTES)})")
-        a = ATTRIBUTES[name]
+        if name not in known:
+            raise ConfigError(f"unknown attribute '{name}' in {option} (known: {', '.join(known)})")
+        a = known[name]
         span = a.high - a.low
         if not isinstance(value, (int, float)) or not math.isfinite(value) or \
                 (option == "--attr" and abs(value) > span) or (option == "--set" and not a.low <= value <= a.high):
@@ -98,9 +100,26 @@ def check_edits(edits: dict[str, float], option: str) -> dict[str, float]:
     return dict(edits)
 
 
-def list_attributes() -> str:
+def list_attributes(known: dict[str, Attribute] = ATTRIBUTES) -> str:
     """The attributes, their units and slider ranges, one per line (`facevid edit --list-attrs`)."""
-    return "\n".join(f"{a.name:10s} {a.low:g} to {a.high:g} {a.unit}: {a.about}" for a in ATTRIBUTES.values())
+    return "\n".join(f"{a.name:10s} {a.low:g} to {a.high:g} {a.unit}: {a.about}" for a in known.values())
+
+
+def load_learned(attributes: Iterable[LearnedAttribute | str | Path]) -> list[LearnedAttribute]:
+    """Learned attributes (facevid learn-attr), loaded where given as files."""
+    from facevid.face.learned import load_attribute
+
+    return [a if isinstance(a, LearnedAttribute) else load_attribute(a) for a in attributes]
+
+
+def known_attributes(learned: Iterable[LearnedAttribute] = ()) -> dict[str, Attribute]:
+    """The measured attributes and the `learned` ones' sliders, by name (each name once)."""
+    known = dict(ATTRIBUTES)
+    for a in learned:
+        if a.name in known:
+            raise ConfigError(f"two attributes are named '{a.name}' (--attr-file)")
+        known[a.name] = a.slider
+    return known
 
 
 def roll_change(degrees: float, size: int) -> np.ndarray:
@@ -114,25 +133,31 @@ def roll_change(degrees: float, size: int) -> np.ndarray:
 class Editor:
     """`Editor(model, directions, shift=..., target=...)` once, then `editor(frames)` yields the
     edited frames. `shift`: attribute → a change in its unit; `target`: attribute → a value to
-    reach on every frame; both applied over `span`, eased by its ramp. Frames go through the
-    model `window` at a time."""
+    reach on every frame; both applied over `span`, eased by its ramp. `learned`: attributes
+    learned from examples (facevid.face.learned), edited as the measured ones are. Frames go
+    through the model `window` at a time."""
 
     def __init__(self, model: FaceVid, directions: Directions, *, shift: dict[str, float] | None = None,
                  target: dict[str, float] | None = None, span: Span = Span(), face: int = 1, aligner: str = "auto",
-                 render_size: int = RENDER_SIZE, window: int = 16):
+                 render_size: int = RENDER_SIZE, window: int = 16, learned: Iterable[LearnedAttribute] = ()):
         from facevid.face.track import FaceTracker, Landmarks68, make_backend
 
         if not 16 <= render_size <= 2048:
             raise ConfigError(f"--render-size must be between 16 and 2048, got {render_size}")
         if window < 1:
             raise ConfigError(f"--window must be 1 or more, got {window}")
-        self.model, self.directions, self.span, self.cap, self.window = model, directions, span, render_size, window
-        self.shift, self.target = check_edits(shift or {}, "--attr"), check_edits(target or {}, "--set")
+        learned = list(learned)
+        known, spec = known_attributes(learned), crop_spec(model.cfg)
+        for a in learned:
+            a.check_crop(spec.margin, spec.center_y)
+        self.learned = {a.name: a for a in learned}
+        self.model, self.directions = model, _with_learned(directions, learned)
+        self.span, self.cap, self.window = span, render_size, window
+        self.shift, self.target = check_edits(shift or {}, "--attr", known), check_edits(target or {}, "--set", known)
         both = set(self.shift) & set(self.target)
         if both:
             raise ConfigError(f"{', '.join(sorted(both))}: give an attribute --attr or --set, not both")
         self.size = model.cfg.out_size
-        spec = crop_spec(model.cfg)
         self.tracker = FaceTracker(make_backend(aligner), spec, face=face, smooth=False)
         self.landmarks = Landmarks68(spec)
         self.frames = self.edited = self.frames_without_face = 0
@@ -157,18 +182,27 @@ class Editor:
             for i, f in enumerate(chunk):
                 yield Frame(f.index, f.time, made.get(i, f.image))
 
-    def amounts(self, frame_points: np.ndarray, weight: float) -> dict[str, float]:
-        """Each attribute's change on a face with these landmarks (frame pixels), at `weight`."""
+    def values(self, frame_points: np.ndarray, points: np.ndarray) -> dict[str, float]:
+        """Every attribute of a face with these landmarks (frame and crop pixels), learned ones too."""
+        from facevid.io.arrays import points_to_unit
+
+        values = measure(frame_points)
+        unit = points_to_unit(np.asarray(points, np.float64), self.size)
+        values.update({n: a.measure(unit) for n, a in self.learned.items()})
+        return values
+
+    def amounts(self, frame_points: np.ndarray, points: np.ndarray, weight: float) -> dict[str, float]:
+        """Each attribute's change on a face with these landmarks (frame and crop pixels), at `weight`."""
         out = {n: weight * v for n, v in self.shift.items()}
         if self.target:
-            values = measure(frame_points)
+            values = self.values(frame_points, points)
             out.update({n: weight * (v - values[n]) for n, v in self.target.items()})
         return out
 
     def plan(self, transform: np.ndarray, points: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray | None]:
         """A face's edit (its frame → crop `transform`, 68 landmarks in crop pixels): where its
         landmarks go (crop pixels) and the head's turn (crop.head_change; None: none)."""
-        return self.move(points, self.amounts(transform_points(invert_affine(transform), points), weight))
+        return self.move(points, self.amounts(transform_points(invert_affine(transform), points), points, weight))
 
     def move(self, points: np.ndarray, amounts: dict[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
         """Where a face's landmarks (crop pixels) go for `amounts` (attribute → change), and the
@@ -210,15 +244,17 @@ class Editor:
 def edit_frames(frames: Iterable[np.ndarray], *, shift: dict[str, float] | None = None,
                 target: dict[str, float] | None = None, span: Span = Span(), fps: float = 25.0,
                 model: FaceVid | str | None = None, directions: Directions | str | Path | None = None,
-                device: str = "cpu", **options) -> Iterator[np.ndarray]:
+                attributes: Iterable[LearnedAttribute | str | Path] = (), device: str = "cpu",
+                **options) -> Iterator[np.ndarray]:
     """The frame-level edit, arrays in and arrays out: each frame (H, W, 3) uint8 RGB edited, lazily
-    (frame i is at time i / fps for `span`). `options`: Editor's (face, aligner, render_size)."""
+    (frame i is at time i / fps for `span`). `attributes`: learned attributes (or their files) to
+    edit beside the measured ones. `options`: Editor's (face, aligner, render_size)."""
     from facevid.io.arrays import as_rgb
     from facevid.io.video import Frame
     from facevid.weights import as_model
 
     run = Editor(as_model(model, device), _directions(directions), shift=shift, target=target, span=span,
-                 **options)
+                 learned=load_learned(attributes), **options)
     for frame in run(Frame(i, i / fps, as_rgb(image, "a frame")) for i, image in enumerate(frames)):
         yield frame.image
 
@@ -231,6 +267,16 @@ def _directions(directions: Directions | str | Path | None) -> Directions:
     if directions is None:
         return bundled_directions()
     return directions if hasattr(directions, "vectors") else load_directions(directions)
+
+
+def _with_learned(directions: Directions, learned: list[LearnedAttribute]) -> Directions:
+    """`directions` and the learned attributes' directions beside them."""
+    from facevid.face.directions import Directions
+
+    if not learned:
+        return directions
+    vectors = np.concatenate([directions.vectors, np.stack([a.vector for a in learned])])
+    return Directions(directions.names + tuple(a.name for a in learned), vectors, directions.frames)
 
 
 PREVIEW_STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -248,7 +294,7 @@ def preview_strip(run: Editor, frames: Iterable[Frame], cell: int = 256) -> tupl
     if face is None:
         raise NoFaceError(run.tracker.not_found("the edit's time span"))
     frame_points = transform_points(invert_affine(face.transform), face.points)
-    values = measure(frame_points)
+    values = run.values(frame_points, face.points)
     asked = [(n, v, f"{n} {v:+g}") for n, v in run.shift.items()] + \
             [(n, v - values[n], f"{n} ={v:g}") for n, v in run.target.items()]
     box = _face_box(frame_points, face.image.shape)
@@ -287,9 +333,10 @@ def edit(input: str | Path, output: str | Path, *, shift: dict[str, float] | Non
          directions: Directions | str | Path | None = None, face: int = 1, aligner: str = "auto",
          render_size: int = RENDER_SIZE, device: str = "cpu", codec: str = "libx264", crf: int = 18,
          allow_truncated: bool = False, force: bool = False, progress: bool = True,
-         preview: bool = False) -> EditSummary:
+         preview: bool = False, attributes: Iterable[LearnedAttribute | str | Path] = ()) -> EditSummary:
     """Write `output`, the input video (or photo: an image out) with its face edited; sound, frame
-    rate and timestamps kept. `directions`: loaded Directions, a file, or None (the bundled ones).
+    rate and timestamps kept. `directions`: loaded Directions, a file, or None (the bundled ones);
+    `attributes`: learned attributes (or their files, facevid learn-attr) to edit beside them.
     `preview`: `output` is an image instead, one frame at strengths -1 to 1 of each edit (preview_strip)."""
     from facevid.io.image import ImageWriter
     from facevid.io.video import is_image_path, iter_frames, probe
@@ -307,7 +354,7 @@ def edit(input: str | Path, output: str | Path, *, shift: dict[str, float] | Non
         raise ConfigError(f"edit writes what it reads: {'an image' if info.is_image else 'a video'} in, "
                           f"so {'an image' if info.is_image else 'a video'} out (got {out.name})")
     run = Editor(as_model(model, device), _directions(directions), shift=shift, target=target, span=span, face=face,
-                 aligner=aligner, render_size=render_size)
+                 aligner=aligner, render_size=render_size, learned=load_learned(attributes))
     summary = EditSummary(input=str(input), output=str(out), edits={**(shift or {}), **(target or {})})
     started = clock.perf_counter()
     if preview:
